@@ -1,0 +1,174 @@
+r"""Forward time, train-step time and peak memory of every registered model, to choose one.
+
+  python benchmarks/models.py [--models VNET,VNET2,...] [--size 64] [--batch 1] \
+      [--repeats 3] [--warmup 1] [--json results.json]
+
+Each model runs in its own child process (so its peak memory is its own) on one random
+two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths MedicalZoo uses
+(`medjax.models.create_model(name, num_classes=4)` defaults). Measured per model:
+
+* parameters (PyTorch convention, `zoo_layers.count_parameters`);
+* compile: seconds to compile the train step (XLA's CPU compiler is slow for 3D convolutions);
+* forward: `model.apply(..., train=False)` jitted; `warmup` untimed calls, then the median of
+  `repeats` timed calls (each waits for its result);
+* train step: forward + backward (soft Dice loss, `medjax.losses.dice_loss`) + SGD with momentum
+  0.5 (`optax.sgd`), BatchNorm statistics updated, dropout on; same warm-up and median;
+* peak memory: the child's maximum resident set size (CPU) or the device's `peak_bytes_in_use`
+  (GPU/TPU), after both measurements; plus XLA's own estimate of the train step's temporary
+  buffers (`compiled.memory_analysis()`).
+
+HyperDenseNet's logits are smaller than its input (valid convolutions): the labels are
+centre-cropped to `model.output_shape(...)`, as the trainer does. Nothing here is a test; the
+whole table at 64^3 takes tens of minutes on a 2-core CPU (DenseNets and HyperDenseNet run at full
+resolution with hundreds of channels).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_MODELS = ("UNET3D", "VNET", "VNET2", "DENSENET1", "DENSENET2", "DENSENET3",
+                  "HYPERDENSENET")
+NUM_CLASSES = 4
+NUM_MODALITIES = 2
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _timed(fn, warmup: int, repeats: int) -> float:
+  """Median wall time of `repeats` calls of `fn` (which blocks on its result) after `warmup`."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def run_one(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict:
+  """Measures one model in this process; returns a JSON-able dict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  from medjax import losses  # pylint: disable=g-import-not-at-top
+  from medjax import models  # pylint: disable=g-import-not-at-top
+  from medjax.models import zoo_layers  # pylint: disable=g-import-not-at-top
+
+  model = models.create_model(name, num_classes=NUM_CLASSES)
+  shape = (batch, size, size, size, NUM_MODALITIES)
+  out_spatial = (model.output_shape((size,) * 3) if hasattr(model, "output_shape")
+                 else (size,) * 3)
+  rng = jax.random.key(0)
+  x = jax.random.normal(rng, shape, jnp.float32)
+  labels = jax.random.randint(jax.random.key(1), (batch, *out_spatial), 0, NUM_CLASSES)
+  num_params = zoo_layers.count_parameters(model, shape)
+
+  variables = jax.jit(lambda x: model.init(rng, x, train=False))(x)
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  tx = optax.sgd(1e-3, momentum=0.5)
+  opt_state = tx.init(params)
+
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+  def train_step(params, batch_stats, opt_state, x, labels, key):
+    def loss_fn(p):
+      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                    mutable=["batch_stats"], rngs={"dropout": key})
+      return losses.dice_loss(logits, labels), updates
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates_opt, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates_opt)
+    return params, updates.get("batch_stats", {}), opt_state, loss
+
+  step_args = (params, batch_stats, opt_state, x, labels, jax.random.key(2))
+  start = time.perf_counter()
+  compiled_step = jax.jit(train_step).lower(*step_args).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled_step.memory_analysis()
+  temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory is not None else None
+
+  forward_s = _timed(lambda: jax.block_until_ready(forward(variables, x)), warmup, repeats)
+  train_s = _timed(lambda: jax.block_until_ready(compiled_step(*step_args)), warmup, repeats)
+
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    peak_mb, peak_kind = stats["peak_bytes_in_use"] / 2**20, "device"
+  else:
+    peak_mb, peak_kind = _peak_rss_mb(), "rss"
+  return {
+      "model": name, "params": num_params, "input": list(shape), "output": list(out_spatial),
+      "compile_s": compile_s, "forward_s": forward_s, "train_step_s": train_s,
+      "peak_mb": peak_mb, "peak_kind": peak_kind, "xla_train_temp_mb": temp_mb,
+      "device": str(device.device_kind),
+  }
+
+
+def _format_table(rows: list[dict]) -> str:
+  head = (f"{'model':<14}{'params':>12}{'output':>14}{'compile s':>11}{'forward s':>11}"
+          f"{'train s':>10}{'peak MB':>10}{'XLA temp MB':>13}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    if "error" in r:
+      lines.append(f"{r['model']:<14}  failed: {r['error']}")
+      continue
+    out = "x".join(str(s) for s in r["output"])
+    temp = f"{r['xla_train_temp_mb']:.0f}" if r["xla_train_temp_mb"] is not None else "-"
+    lines.append(f"{r['model']:<14}{r['params']:>12,}{out:>14}{r['compile_s']:>11.1f}"
+                 f"{r['forward_s']:>11.2f}{r['train_step_s']:>10.2f}{r['peak_mb']:>10.0f}"
+                 f"{temp:>13}")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                      help="comma-separated registry names")
+  parser.add_argument("--size", type=int, default=64, help="cubic input size")
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--json", default="", help="also write the rows to this file")
+  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.repeats < 1 or args.warmup < 0:
+    parser.error("--repeats must be >= 1 and --warmup >= 0")
+
+  if args.worker:
+    print(json.dumps(run_one(args.worker, args.size, args.batch, args.warmup, args.repeats)))
+    return
+
+  rows = []
+  for name in [m.strip().upper() for m in args.models.split(",") if m.strip()]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
+           "--batch", str(args.batch), "--warmup", str(args.warmup),
+           "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+      rows.append({"model": name, "error": tail})
+    else:
+      rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(_format_table(rows[-1:]).splitlines()[-1], flush=True)
+  device = next((r["device"] for r in rows if "device" in r), "?")
+  print(f"\nbatch {args.batch}, {args.size}^3 x {NUM_MODALITIES} modalities, {NUM_CLASSES} "
+        f"classes, device {device}; median of {args.repeats} after {args.warmup} warm-up; peak "
+        "memory = max RSS of the process (CPU) or peak device bytes (accelerator).")
+  print(_format_table(rows))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

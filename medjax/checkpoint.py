@@ -1,0 +1,160 @@
+"""Orbax checkpoints in `<workdir>/checkpoints`, the resolved config beside them, and restore.
+
+A training workdir holds:
+  config.json      the resolved ml_collections config (rebuilds the model from the workdir alone)
+  checkpoints/     orbax `CheckpointManager` steps; the latest few and the best by validation Dice
+  tensorboard/     TensorBoard event files
+
+Orbax writes each step into a temporary folder and renames it when complete, so a process killed
+mid-write never leaves a checkpoint that a restore would pick.
+"""
+
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from medjax import train_state as train_state_lib
+
+CONFIG_FILENAME = "config.json"
+CHECKPOINT_DIRNAME = "checkpoints"
+BEST_METRIC = "val_dice_mean"  # mean foreground Dice on the validation subjects
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes `config` as JSON to `<workdir>/config.json` (atomically)."""
+  path = os.path.join(os.fspath(workdir), CONFIG_FILENAME)
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + ".tmp", path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads the config a training run saved in `workdir`."""
+  path = epath.Path(workdir) / CONFIG_FILENAME
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path} not found: expected a medjax training workdir (holding {CONFIG_FILENAME} and "
+        f"{CHECKPOINT_DIRNAME}/), or its {CHECKPOINT_DIRNAME}/ folder.")
+  try:
+    data = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); expected the config a training run saved.")
+  return _to_config(data)
+
+
+def _to_config(data: Any) -> Any:
+  """JSON -> ConfigDict, turning lists back into tuples (crop sizes etc. are tuples)."""
+  if isinstance(data, dict):
+    return ml_collections.ConfigDict({k: _to_config(v) for k, v in data.items()})
+  if isinstance(data, list):
+    return tuple(_to_config(v) for v in data)
+  return data
+
+
+def create_manager(workdir: str, *, keep: int = 3, save_interval_steps: int = 1,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager keeping the `keep` latest steps and the best one by validation Dice."""
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=keep),
+      ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
+                                    keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_interval_steps, preservation_policy=policy,
+      best_fn=lambda m: m[BEST_METRIC], best_mode="max", keep_checkpoints_without_metrics=True,
+      create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(os.fspath(workdir), CHECKPOINT_DIRNAME)), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: train_state_lib.TrainState, *,
+         metrics: dict[str, float] | None = None, force: bool = False) -> bool:
+  """Saves `state` at `step` (asynchronously); `metrics` rank it for the best-checkpoint policy."""
+  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                      metrics=metrics, force=force)
+
+
+def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding),
+                      tree)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, target: Any,
+            sharding: jax.sharding.Sharding) -> Any:
+  """Restores step `step` into the structure of `target` (arrays or abstract arrays)."""
+  directory = os.path.join(os.fspath(manager.directory), str(step))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(target, sharding))))
+  except Exception as e:  # orbax raises many types for unreadable or mismatched checkpoints
+    raise ValueError(
+        f"Could not restore checkpoint {directory}: {type(e).__name__}: {e}. Expected a complete "
+        "medjax checkpoint written with the same model and optimiser config.") from e
+  # Orbax gives optax's NamedTuple states back as plain tuples: put the leaves back into the
+  # target's exact structure, so jitted steps see the same pytree and need no new compile.
+  return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
+
+
+def select_step(manager: ocp.CheckpointManager, which: str) -> int:
+  """The step to restore: 'latest', 'best' (falls back to latest before any evaluation) or a number."""
+  if which == "latest":
+    step = manager.latest_step()
+  elif which == "best":
+    step = manager.best_step()
+    step = manager.latest_step() if step is None else step
+  elif str(which).isdigit():
+    step = int(which)
+    if step not in manager.all_steps():
+      raise ValueError(f"No checkpoint for step {step} in {manager.directory}; "
+                       f"it holds steps {sorted(manager.all_steps())}.")
+  else:
+    raise ValueError(f"which={which!r}: expected 'best', 'latest' or a step number.")
+  if step is None:
+    raise FileNotFoundError(f"No complete checkpoint in {manager.directory}.")
+  return step
+
+
+def _resolve_workdir(path: str) -> str:
+  """Accepts a workdir or its checkpoints/ folder; returns the workdir."""
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path} does not exist: expected a medjax training workdir.")
+  if (os.path.basename(path) == CHECKPOINT_DIRNAME
+      and os.path.exists(os.path.join(os.path.dirname(path), CONFIG_FILENAME))):
+    return os.path.dirname(path)
+  return path
+
+
+def restore_model(path: str, *, which: str = "best"
+                  ) -> tuple[nn.Module, dict[str, Any], ml_collections.ConfigDict]:
+  """Rebuilds the model of a training workdir and restores its variables.
+
+  Args:
+    path: a training workdir (or its `checkpoints/` folder).
+    which: 'best' (highest validation Dice; the latest before any evaluation), 'latest', or a step.
+
+  Returns:
+    `(model, variables, config)`: `model.apply(variables, x, train=False)` maps an NDHWC input
+    `[B, D, H, W, C]` to logits `[B, d, h, w, num_classes]`; `config` is the training config.
+  """
+  workdir = _resolve_workdir(path)
+  config = load_config(workdir)
+  model = train_state_lib.create_model(config)
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIRNAME)
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"{ckpt_dir} not found: the workdir holds no checkpoints.")
+  abstract_state = jax.eval_shape(
+      lambda: train_state_lib.create_train_state(config, model, jax.random.key(0)))
+  manager = create_manager(workdir, read_only=True)
+  step = select_step(manager, which)
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  state = restore(manager, step, abstract_state, sharding)
+  manager.close()
+  return model, train_state_lib.model_variables(state), config

@@ -1,0 +1,384 @@
+"""Sliding-window inference on whole scans, with MONAI's tiling and blending semantics.
+
+A scan `[B, D, H, W, C]` is covered by regions of interest (ROIs) whose start positions follow
+MONAI's `sliding_window_inference`: along each axis the scan interval is
+`max(int(roi * (1 - overlap)), 1)` (the ROI itself when it equals the image size), starts are
+`0, interval, 2 * interval, ...` up to the first window that reaches the far edge, and a window
+that would overrun the image is shifted back to end exactly at the edge. Every voxel is therefore
+covered. The predictions of the windows are blended with an importance map `w` (all ones, or a
+separable Gaussian with `sigma = sigma_scale * roi`, clamped below at `max(min w, 1e-3)`):
+
+  out[v] = sum_windows w[v - s] * p_s[v - s] / sum_windows w[v - s].
+
+Memory is bounded by the window batch: the host loops over batches of `sw_batch_size` windows;
+for each batch a jitted gather cuts the windows out, the (jitted) predictor runs on them, and a
+jitted accumulate adds the weighted predictions into one output buffer `[B, D, H, W, K]` and one
+weight buffer `[B, D, H, W, 1]` (both donated, so updated in place). Only the buffers and one
+window batch are alive at a time; the full set of tiles is never materialised.
+
+Models with valid convolutions (e.g. HyperDenseNet, 64^3 in -> 46^3 out) predict only the centre
+of their input. The output size of the predictor is found by `jax.eval_shape`; the tiling then
+runs in *output* space (windows of the output ROI size, MONAI's rule applied to it) and the input
+is padded by the margin `(roi - out_roi) // 2` before and the rest after, with `padding_mode`, so
+that each input ROI is centred on its output ROI and every voxel of the scan gets a prediction.
+For models whose output equals their input size this is exactly MONAI's scheme.
+"""
+
+from collections.abc import Callable, Sequence
+import functools
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+Array = jax.Array
+Predictor = Callable[[Array], Array]
+
+BLEND_MODES = ("constant", "gaussian")
+# MONAI/PyTorch padding names -> jnp.pad modes.
+PADDING_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+                 "circular": "wrap"}
+
+
+def _as_triple(value: Any, name: str, cast: Callable[[Any], Any]) -> tuple[Any, Any, Any]:
+  if isinstance(value, (int, float, np.integer, np.floating)) or value is None:
+    return (cast(value),) * 3 if value is not None else (None, None, None)
+  values = tuple(value)
+  if len(values) != 3:
+    raise ValueError(f"{name}={value!r}: expected a number or a sequence of 3 (one per D, H, W).")
+  return tuple(cast(v) if v is not None else None for v in values)
+
+
+def get_scan_interval(image_size: Sequence[int], roi_size: Sequence[int],
+                      overlap: Sequence[float]) -> tuple[int, ...]:
+  """MONAI's `_get_scan_interval`: the step between window starts along each axis.
+
+  `interval = roi` when `roi == image`, else `max(int(roi * (1 - overlap)), 1)`.
+  """
+  intervals = []
+  for image, roi, o in zip(image_size, roi_size, overlap):
+    if roi == image:
+      intervals.append(int(roi))
+    else:
+      intervals.append(max(int(roi * (1 - o)), 1))
+  return tuple(intervals)
+
+
+def window_starts_1d(image: int, roi: int, interval: int) -> list[int]:
+  """Start positions along one axis, as MONAI's `dense_patch_slices` lays them out.
+
+  The number of windows is `1 + min{d : d * interval + roi >= image}`; window `d` starts at
+  `d * interval`, moved back by the amount it would overrun the image.
+
+  Args:
+    image: image size along the axis (>= roi).
+    roi: window size along the axis.
+    interval: scan interval (> 0).
+
+  Returns:
+    The start of each window, non-decreasing, the last one `image - roi`.
+  """
+  num = math.ceil(image / interval)
+  count = next((d + 1 for d in range(num) if d * interval + roi >= image), 1)
+  return [d * interval - max(d * interval + roi - image, 0) for d in range(count)]
+
+
+def window_starts(image_size: Sequence[int], roi_size: Sequence[int],
+                  overlap: Sequence[float]) -> np.ndarray:
+  """All window starts `[N, 3]` (row-major over D, H, W, as MONAI enumerates them)."""
+  interval = get_scan_interval(image_size, roi_size, overlap)
+  per_axis = [window_starts_1d(i, r, s) for i, r, s in zip(image_size, roi_size, interval)]
+  return np.asarray(list(itertools.product(*per_axis)), dtype=np.int32).reshape(-1, 3)
+
+
+def importance_map(roi_size: Sequence[int], mode: str = "constant",
+                   sigma_scale: float | Sequence[float] = 0.125) -> np.ndarray:
+  """Blending weights `[d, h, w]` for one window (MONAI's `compute_importance_map`).
+
+  `constant`: all ones. `gaussian`: `prod_i exp(-x_i^2 / (2 sigma_i^2))` with
+  `x_i = j - (roi_i - 1) / 2` for voxel `j` and `sigma_i = sigma_scale_i * roi_i`; the map is
+  clamped below at `max(min(map), 1e-3)` so no voxel gets a zero (or vanishing) weight.
+  """
+  if mode not in BLEND_MODES:
+    raise ValueError(f"mode={mode!r}: expected one of {BLEND_MODES}.")
+  roi_size = tuple(int(r) for r in roi_size)
+  if mode == "constant":
+    return np.ones(roi_size, np.float32)
+  sigma_scale = _as_triple(sigma_scale, "sigma_scale", float)
+  weights = np.ones((), np.float32)
+  for axis, (size, scale) in enumerate(zip(roi_size, sigma_scale)):
+    if scale is None or scale <= 0:
+      raise ValueError(f"sigma_scale={sigma_scale!r}: expected positive values.")
+    x = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+    g = np.exp(x ** 2 / (-2.0 * (scale * size) ** 2)).astype(np.float32)
+    weights = weights[..., None] * g.reshape((1,) * axis + (size,))
+  return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
+
+
+def _is_jitted(fn: Any) -> bool:
+  if isinstance(fn, functools.partial):
+    return _is_jitted(fn.func)
+  return hasattr(fn, "lower")
+
+
+def _normalize_flip_axes(flip_axes: Sequence[Sequence[int] | int] | None
+                         ) -> tuple[tuple[int, ...], ...]:
+  """Flip variants as tuples of spatial axes (0, 1, 2 = D, H, W), the identity first."""
+  variants: list[tuple[int, ...]] = [()]
+  for entry in flip_axes or ():
+    axes = (entry,) if isinstance(entry, (int, np.integer)) else tuple(entry)
+    if not axes or any(int(a) not in (0, 1, 2) for a in axes):
+      raise ValueError(f"flip_axes entry {entry!r}: expected spatial axes among 0, 1, 2 (D, H, W).")
+    axes = tuple(sorted({int(a) for a in axes}))
+    if axes not in variants:
+      variants.append(axes)
+  return tuple(variants)
+
+
+@functools.partial(jax.jit, static_argnames=("roi_size",))
+def _gather(padded: Array, starts: Array, roi_size: tuple[int, int, int]) -> Array:
+  """Cuts windows `[n, *roi, C]` at `starts [n, 4]` = (batch index, d, h, w) out of `padded`."""
+  size = (1, *roi_size, padded.shape[-1])
+
+  def one(start):
+    return jax.lax.dynamic_slice(padded, (*start, 0), size)[0]
+
+  return jax.vmap(one)(starts)
+
+
+@functools.partial(jax.jit, static_argnames=("axes",))
+def _flip(x: Array, axes: tuple[int, ...]) -> Array:
+  """Flips the spatial `axes` of `[n, D, H, W, C]` (its own inverse)."""
+  return jnp.flip(x, axis=tuple(a + 1 for a in axes))
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _accumulate(out: Array, count: Array, preds: Array, starts: Array, valid: Array,
+                weights: Array) -> tuple[Array, Array]:
+  """Adds `valid_j * weights * preds_j` into `out` and `valid_j * weights` into `count`.
+
+  Windows of one batch may overlap, so they are added one after the other (a `fori_loop`).
+
+  Args:
+    out: `[B, D, H, W, K]` running weighted sum.
+    count: `[B, D, H, W, 1]` running sum of weights.
+    preds: `[n, d, h, w, K]` window predictions.
+    starts: `[n, 4]` (batch index, d, h, w) of each window in `out`.
+    valid: `[n]` 1 for real windows, 0 for the repeats that fill the last batch.
+    weights: `[d, h, w]` importance map.
+  """
+  weights = weights[..., None].astype(out.dtype)
+  size_out = (1, *preds.shape[1:])
+  size_count = (1, *preds.shape[1:-1], 1)
+
+  def body(j, carry):
+    out, count = carry
+    start = (*starts[j], 0)
+    w = weights * valid[j]
+    region = jax.lax.dynamic_slice(out, start, size_out)
+    out = jax.lax.dynamic_update_slice(out, region + (w * preds[j].astype(out.dtype))[None],
+                                       start)
+    region = jax.lax.dynamic_slice(count, start, size_count)
+    count = jax.lax.dynamic_update_slice(count, region + w[None], start)
+    return out, count
+
+  return jax.lax.fori_loop(0, preds.shape[0], body, (out, count))
+
+
+def _predict_with_flips(predictor: Predictor, windows: Array,
+                        variants: tuple[tuple[int, ...], ...]) -> Array:
+  """Mean over flip variants of `flip^-1(predictor(flip(windows)))`, in float32."""
+  total = None
+  for axes in variants:
+    pred = predictor(_flip(windows, axes) if axes else windows)
+    pred = (_flip(pred, axes) if axes else pred).astype(jnp.float32)
+    total = pred if total is None else total + pred
+  return total if len(variants) == 1 else total / len(variants)
+
+
+def sliding_window_inference(
+    inputs: Array | np.ndarray,
+    roi_size: int | Sequence[int | None],
+    sw_batch_size: int,
+    predictor: Predictor,
+    overlap: float | Sequence[float] = 0.25,
+    mode: str = "constant",
+    sigma_scale: float | Sequence[float] = 0.125,
+    padding_mode: str = "constant",
+    cval: float = 0.0,
+    *,
+    roi_weight_map: np.ndarray | Array | None = None,
+    flip_axes: Sequence[Sequence[int] | int] | None = None,
+    progress: bool = False,
+) -> Array:
+  """Blended sliding-window prediction over whole scans (MONAI semantics, channels-last).
+
+  Windows are placed by MONAI's rule (see the module docstring); a dimension where the image is
+  smaller than the ROI is padded (`padding_mode`, half before and the rest after, as MONAI) and
+  cropped back. When the (padded) scan fits in one ROI, the predictor runs once on the whole scan
+  and no blending happens. Predictions are blended as
+  `out = sum_s w * p_s / sum_s w` over the windows `s` covering a voxel, with `w` the importance
+  map of `mode` (or `roi_weight_map`).
+
+  Args:
+    inputs: scans `[B, D, H, W, C]`.
+    roi_size: window size `(d, h, w)` or one int; `None` or a value <= 0 takes the image size.
+    sw_batch_size: windows per predictor call (bounds memory).
+    predictor: a JAX-traceable function `[n, d, h, w, C] -> [n, d', h', w', K]` with
+      `d' <= d` etc.; an output smaller than the input is taken to be the centre of the input ROI
+      (valid convolutions), see the module docstring. It is jitted here unless it already is (a
+      `jax.jit` function or a `functools.partial` of one): pass a jitted function of
+      `(variables, x)` as `functools.partial(fn, variables)` to reuse its compilation across calls.
+    overlap: fraction of overlap between neighbouring windows, in [0, 1); one per axis allowed.
+    mode: `constant` (equal weights) or `gaussian` (weights fall off towards window edges).
+    sigma_scale: Gaussian sigma as a fraction of the (output) ROI size; one per axis allowed.
+    padding_mode: `constant`, `reflect`, `replicate` or `circular` (PyTorch names).
+    cval: fill value for `constant` padding.
+    roi_weight_map: optional importance map `[d', h', w']` (non-negative) replacing `mode`.
+    flip_axes: optional test-time augmentation: a list of spatial axis sets (0, 1, 2 = D, H, W),
+      e.g. `((0,), (1,), (2,))`; the prediction is averaged over the unflipped windows and each
+      flipped variant (flipped back), before blending.
+    progress: show a tqdm bar over window batches.
+
+  Returns:
+    float32 `[B, D, H, W, K]` blended predictions (same spatial size as `inputs`).
+
+  Raises:
+    ValueError: bad shapes or hyper-parameters, or a predictor whose output is larger than its
+      input or not centred on it with an integer margin.
+  """
+  inputs = jnp.asarray(inputs)
+  if inputs.ndim != 5:
+    raise ValueError(f"inputs has shape {inputs.shape}: expected [B, D, H, W, C] (5 axes).")
+  if int(sw_batch_size) < 1:
+    raise ValueError(f"sw_batch_size={sw_batch_size}: expected an integer >= 1.")
+  sw_batch_size = int(sw_batch_size)
+  overlaps = _as_triple(overlap, "overlap", float)
+  if any(o is None or not 0.0 <= o < 1.0 for o in overlaps):
+    raise ValueError(f"overlap={overlap!r}: expected values in [0, 1).")
+  if mode not in BLEND_MODES:
+    raise ValueError(f"mode={mode!r}: expected one of {BLEND_MODES}.")
+  if padding_mode not in PADDING_MODES:
+    raise ValueError(f"padding_mode={padding_mode!r}: expected one of {tuple(PADDING_MODES)}.")
+  batch, *image_size_, channels = inputs.shape
+  roi = tuple(image_size_[i] if r is None or r <= 0 else int(r)
+              for i, r in enumerate(_as_triple(roi_size, "roi_size", lambda v: v)))
+  variants = _normalize_flip_axes(flip_axes)
+  if not _is_jitted(predictor):
+    predictor = jax.jit(predictor)
+
+  # Output ROI of the predictor (smaller than `roi` for valid convolutions).
+  out_struct = jax.eval_shape(
+      predictor, jax.ShapeDtypeStruct((sw_batch_size, *roi, channels), inputs.dtype))
+  if len(out_struct.shape) != 5 or out_struct.shape[0] != sw_batch_size:
+    raise ValueError(f"predictor maps [{sw_batch_size}, *{roi}, {channels}] to "
+                     f"{out_struct.shape}; expected [{sw_batch_size}, d, h, w, K].")
+  out_roi = tuple(out_struct.shape[1:4])
+  num_out = out_struct.shape[4]
+  if any(o > r or o < 1 for o, r in zip(out_roi, roi)):
+    raise ValueError(f"predictor output ROI {out_roi} is larger than its input ROI {roi}; only "
+                     "outputs of the same size or a centred smaller size are supported.")
+  margin_lo = tuple((r - o) // 2 for r, o in zip(roi, out_roi))
+  margin_hi = tuple(r - o - m for r, o, m in zip(roi, out_roi, margin_lo))
+
+  # Pad the image up to the output ROI (MONAI: half before, rest after), plus the margins.
+  image_pad = [max(o - s, 0) for o, s in zip(out_roi, image_size_)]
+  pad_lo = [p // 2 for p in image_pad]
+  image_size = tuple(s + p for s, p in zip(image_size_, image_pad))
+  pad_width = [(0, 0)] + [(lo + m_lo, p - lo + m_hi) for lo, p, m_lo, m_hi in
+                          zip(pad_lo, image_pad, margin_lo, margin_hi)] + [(0, 0)]
+  padded = inputs
+  if any(a or b for a, b in pad_width):
+    kwargs = {"constant_values": cval} if padding_mode == "constant" else {}
+    padded = jnp.pad(inputs, pad_width, mode=PADDING_MODES[padding_mode], **kwargs)
+  crop = (slice(None),) + tuple(slice(lo, lo + s) for lo, s in zip(pad_lo, image_size_))
+
+  if image_size == out_roi:
+    # The scan fits in one ROI: one pass per image, nothing to blend.
+    outs = []
+    for b0 in range(0, batch, sw_batch_size):
+      chunk = padded[b0:b0 + sw_batch_size]
+      n = chunk.shape[0]
+      if n < sw_batch_size:  # keep the compiled batch size
+        chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], sw_batch_size - n, axis=0)])
+      outs.append(_predict_with_flips(predictor, chunk, variants)[:n])
+    return jnp.concatenate(outs)[crop]
+
+  if roi_weight_map is not None:
+    weights = jnp.asarray(roi_weight_map, jnp.float32)
+    if weights.shape != out_roi:
+      raise ValueError(f"roi_weight_map has shape {weights.shape}; expected the predictor's "
+                       f"output ROI {out_roi}.")
+  else:
+    weights = jnp.asarray(importance_map(out_roi, mode, sigma_scale))
+
+  positions = window_starts(image_size, out_roi, overlaps)  # [N, 3]
+  starts = np.concatenate([
+      np.repeat(np.arange(batch, dtype=np.int32), len(positions))[:, None],
+      np.tile(positions, (batch, 1))], axis=1)  # [B * N, 4]
+  total = len(starts)
+  num_batches = -(-total // sw_batch_size)
+  fill = num_batches * sw_batch_size - total
+  valid = np.concatenate([np.ones(total, np.float32), np.zeros(fill, np.float32)])
+  starts = np.concatenate([starts, np.repeat(starts[-1:], fill, axis=0)])
+
+  out = jnp.zeros((batch, *image_size, num_out), jnp.float32)
+  count = jnp.zeros((batch, *image_size, 1), jnp.float32)
+  chunks = range(num_batches)
+  if progress:
+    chunks = tqdm.tqdm(chunks, desc="sliding window", unit="batch", leave=False)
+  for i in chunks:
+    sl = slice(i * sw_batch_size, (i + 1) * sw_batch_size)
+    chunk_starts = jnp.asarray(starts[sl])
+    windows = _gather(padded, chunk_starts, roi)
+    preds = _predict_with_flips(predictor, windows, variants)
+    out, count = _accumulate(out, count, preds, chunk_starts, jnp.asarray(valid[sl]), weights)
+  return (out / count)[crop]
+
+
+@functools.lru_cache(maxsize=16)
+def make_softmax_predictor(model: Any) -> Callable[[Any, Array], Array]:
+  """Jitted `(variables, x [n, d, h, w, C]) -> softmax(model.apply(...)) [n, d', h', w', K]`.
+
+  Cached per (hashable) model so that repeated calls reuse one compilation.
+  """
+
+  @jax.jit
+  def predict(variables: Any, x: Array) -> Array:
+    logits = model.apply(variables, x, train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+  return predict
+
+
+def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
+                   roi_size: int | Sequence[int], overlap: float = 0.25,
+                   mode: str = "gaussian", sw_batch_size: int = 1, sigma_scale: float = 0.125,
+                   padding_mode: str = "constant",
+                   flip_axes: Sequence[Sequence[int] | int] | None = None,
+                   progress: bool = False) -> np.ndarray:
+  """Class probabilities of one scan: softmax of the model, blended over sliding windows.
+
+  Args:
+    model: a Flax module with `apply(variables, x [B, D, H, W, C], train=False) -> logits`.
+    variables: its variables (`{'params': ..., 'batch_stats': ...}`).
+    image: one normalised scan `[D, H, W, C]`.
+    roi_size, overlap, mode, sw_batch_size, sigma_scale, padding_mode, flip_axes, progress: as
+      in `sliding_window_inference`.
+
+  Returns:
+    float32 probabilities `[D, H, W, K]` (summing to 1 over K).
+  """
+  image = jnp.asarray(image)
+  if image.ndim != 4:
+    raise ValueError(f"image has shape {image.shape}: expected one scan [D, H, W, C].")
+  predictor = functools.partial(make_softmax_predictor(model), variables)
+  probs = sliding_window_inference(
+      image[None], roi_size, sw_batch_size, predictor, overlap=overlap, mode=mode,
+      sigma_scale=sigma_scale, padding_mode=padding_mode, flip_axes=flip_axes,
+      progress=progress)
+  return np.asarray(probs[0])

@@ -1,0 +1,235 @@
+"""MedicalZoo's 3D DenseNets (`DENSENET1`, `DENSENET2`, `DENSENET3`).
+
+MedicalZoo builds these from the single-path and disentangled-path variants that the HyperDenseNet
+paper (Dolz et al., "HyperDense-Net: A hyper-densely connected CNN for multi-modal image
+segmentation", IEEE TMI 2018) compares against. Unlike HyperDenseNet they use same-padded 3x3x3
+convolutions, so the logits have the input's spatial size.
+
+Building blocks, as in MedicalZoo's `Densenet3D.py`:
+
+* dense layer: BatchNorm -> ReLU -> 3x3x3 conv (same padding, no bias) -> dropout, and the
+  output is concatenated to the layer's input;
+* dense block: a chain of dense layers with the given growth (output channels per layer),
+  so a block on C channels returns `C + sum(growth)` channels;
+* head: three 1x1x1 convolutions (400, 200, 150 channels, no bias) with dropout 0.5 after each
+  and, as in MedicalZoo, no non-linearity between them; then a 1x1x1 classifier (no bias).
+
+Models (parameter counts for 2 input channels and 4 classes):
+
+* `SinglePathDenseNet` (`DENSENET1`): all modalities stacked as channels into one path of
+  9 dense layers (growth 25, 25, 25, 50, 50, 50, 75, 75, 75). 2,697,811, as MedicalZoo.
+* `DualPathDenseNet` (`DENSENET2`): one path per modality (8 dense layers, growth 25, 25, 50, 50,
+  50, 75, 75, 75, each followed by the head without classifier), late fusion by concatenating the
+  150-channel features (or summing them, `fusion='sum'`) and one classifier. MedicalZoo sizes the
+  first head convolution of each path for 503 input channels although the path produces
+  1 + 425 = 426, so its forward pass fails with a channel mismatch; here every convolution takes
+  the channels it actually receives. Its 4,837,382 parameters also include a 150 -> 4 classifier
+  in each path that its forward pass never uses. Fixed: 4,837,382 - 2 x (503 - 426) x 400
+  (first head convolutions) - 2 x 600 (unused path classifiers) = 4,774,582.
+* `DualSingleDenseNet` (`DENSENET3`): one dense layer (growth 25) per modality, whose outputs
+  (each 1 + 25 channels) are concatenated (early fusion) into one path of 8 dense layers and the
+  head. 2,995,086, as MedicalZoo. MedicalZoo's forward pass applies the first modality's early
+  layer to both modalities, leaving the second one unused; here each modality has its own, which
+  is what the parameter count (and the paper's disentangled design) has.
+
+With `train=True`, BatchNorm uses batch statistics (`apply(..., mutable=['batch_stats'])`) and
+dropout needs a `'dropout'` PRNG stream (`rngs={'dropout': key}`). Logits are float32 whatever
+`dtype` the layers compute in.
+"""
+
+from typing import Any, ClassVar, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medjax.models import zoo_layers
+
+Dtype = Any
+
+# Growth (new channels per dense layer) of MedicalZoo's `_HyperDenseBlock` (9 layers) and of
+# `_HyperDenseBlockEarlyFusion` (8 layers).
+GROWTH_9 = (25, 25, 25, 50, 50, 50, 75, 75, 75)
+GROWTH_8 = (25, 25, 50, 50, 50, 75, 75, 75)
+HEAD_FEATURES = (400, 200, 150)
+
+
+class DenseLayer(nn.Module):
+  """BN -> ReLU -> 3x3x3 conv (no bias) -> dropout, concatenated to the input.
+
+  Attributes:
+    growth: channels the layer adds.
+    dropout_rate: dropout rate on the new channels.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  growth: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> `[B, D, H, W, C + growth]`."""
+    y = zoo_layers.batch_norm(train, self.dtype, self.param_dtype, name="bn")(x)
+    y = nn.relu(y)
+    y = nn.Conv(self.growth, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="conv")(y)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    return jnp.concatenate([x, y], axis=-1)
+
+
+class DensePath(nn.Module):
+  """A dense block and the 1x1x1 head, without the classifier.
+
+  Attributes:
+    growth: output channels of each dense layer.
+    head_features: channels of the 1x1x1 head convolutions.
+    dropout_rate: dropout in the dense layers.
+    head_dropout_rate: dropout after each head convolution (MedicalZoo: 0.5).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  growth: Sequence[int] = GROWTH_9
+  head_features: Sequence[int] = HEAD_FEATURES
+  dropout_rate: float = 0.0
+  head_dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> features `[B, D, H, W, head_features[-1]]`."""
+    for i, g in enumerate(self.growth):
+      x = DenseLayer(g, self.dropout_rate, self.dtype, self.param_dtype,
+                     name=f"dense{i + 1}")(x, train=train)
+    for i, f in enumerate(self.head_features):
+      x = nn.Conv(f, (1, 1, 1), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                  name=f"head{i + 1}")(x)
+      x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    return x
+
+
+def _check_input(x: jax.Array, model: str) -> None:
+  if x.ndim != 5:
+    raise ValueError(f"{model} expects [B, D, H, W, C] input; got shape {x.shape}.")
+
+
+class _SamePaddedModel(nn.Module):
+  """Output spatial size equals input spatial size."""
+  margin: ClassVar[int] = 0
+
+  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
+    return tuple(input_spatial)
+
+
+class SinglePathDenseNet(_SamePaddedModel):
+  """`DENSENET1`: one dense path over all modalities as channels.
+
+  Attributes:
+    num_classes: output channels K (logits).
+    growth: dense-layer growths (MedicalZoo: 9 layers, `GROWTH_9`).
+    head_features: 1x1x1 head widths (400, 200, 150).
+    dropout_rate: dense-layer dropout (MedicalZoo default 0.1).
+    head_dropout_rate: head dropout (0.5).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_classes: int
+  growth: Sequence[int] = GROWTH_9
+  head_features: Sequence[int] = HEAD_FEATURES
+  dropout_rate: float = 0.1
+  head_dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
+    _check_input(x, "SinglePathDenseNet")
+    x = jnp.asarray(x, self.dtype)
+    y = DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
+                  self.head_dropout_rate, self.dtype, self.param_dtype, name="path")(x, train=train)
+    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
+
+
+class DualPathDenseNet(_SamePaddedModel):
+  """`DENSENET2`: one dense path per modality (input channel), late fusion.
+
+  Attributes:
+    num_classes: output channels K (logits).
+    growth: dense-layer growths of each path (MedicalZoo, 2 modalities: 8 layers, `GROWTH_8`;
+      it uses `GROWTH_9` for 3 modalities).
+    head_features: 1x1x1 head widths of each path (400, 200, 150).
+    dropout_rate: dense-layer dropout (MedicalZoo default 0).
+    head_dropout_rate: head dropout (0.5).
+    fusion: 'concat' (MedicalZoo default; classifier on C * 150 channels) or 'sum' (on 150).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_classes: int
+  growth: Sequence[int] = GROWTH_8
+  head_features: Sequence[int] = HEAD_FEATURES
+  dropout_rate: float = 0.0
+  head_dropout_rate: float = 0.5
+  fusion: str = "concat"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
+    _check_input(x, "DualPathDenseNet")
+    if self.fusion not in ("concat", "sum"):
+      raise ValueError(f"DualPathDenseNet fusion must be 'concat' or 'sum'; got {self.fusion!r}.")
+    x = jnp.asarray(x, self.dtype)
+    features = [
+        DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
+                  self.head_dropout_rate, self.dtype, self.param_dtype,
+                  name=f"path{m + 1}")(x[..., m:m + 1], train=train)
+        for m in range(x.shape[-1])
+    ]
+    y = jnp.concatenate(features, axis=-1) if self.fusion == "concat" else sum(features)
+    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
+
+
+class DualSingleDenseNet(_SamePaddedModel):
+  """`DENSENET3`: one dense layer per modality, early fusion into one dense path.
+
+  Attributes:
+    num_classes: output channels K (logits).
+    early_growth: channels of each modality's first dense layer (25).
+    growth: dense-layer growths of the shared path (`GROWTH_8`).
+    head_features: 1x1x1 head widths (400, 200, 150).
+    dropout_rate: dropout of all dense layers (MedicalZoo's `create_model`: 0.1).
+    head_dropout_rate: head dropout (0.5).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_classes: int
+  early_growth: int = 25
+  growth: Sequence[int] = GROWTH_8
+  head_features: Sequence[int] = HEAD_FEATURES
+  dropout_rate: float = 0.1
+  head_dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
+    _check_input(x, "DualSingleDenseNet")
+    x = jnp.asarray(x, self.dtype)
+    early = [
+        DenseLayer(self.early_growth, self.dropout_rate, self.dtype, self.param_dtype,
+                   name=f"early{m + 1}")(x[..., m:m + 1], train=train)
+        for m in range(x.shape[-1])
+    ]
+    y = DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
+                  self.head_dropout_rate, self.dtype, self.param_dtype,
+                  name="path")(jnp.concatenate(early, axis=-1), train=train)
+    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)

@@ -1,0 +1,123 @@
+"""The 3D U-Net of Çiçek et al., 2016 ("3D U-Net: Learning Dense Volumetric Segmentation from
+Sparse Annotation", MICCAI), channels-last.
+
+With `base_features` F = 32 and `num_levels` = 4 (the paper):
+
+  encoder level 0: conv in->F,    conv F->2F       (skip 2F = 64),  2x2x2 max-pool
+  encoder level 1: conv 2F->2F,   conv 2F->4F      (skip 4F = 128), max-pool
+  encoder level 2: conv 4F->4F,   conv 4F->8F      (skip 8F = 256), max-pool
+  bottom level 3:  conv 8F->8F,   conv 8F->16F     (512)
+  decoder level 2: up-conv 16F->16F, concat skip -> 24F, conv 24F->8F, conv 8F->8F
+  decoder level 1: up-conv 8F->8F,   concat skip -> 12F, conv 12F->4F, conv 4F->4F
+  decoder level 0: up-conv 4F->4F,   concat skip -> 6F,  conv 6F->2F,  conv 2F->2F
+  1x1x1 conv 2F -> num_classes
+
+Every 3x3x3 convolution (SAME padding, with bias) is followed by BatchNorm and ReLU. The channel
+count doubles before each max-pool (the paper's trick against bottlenecks) and the up-convolution
+keeps its channel count. At 2 input channels, 4 classes and F = 32 the model has 19,074,724
+parameters (convolution kernels and biases, BatchNorm scales and offsets).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medjax.models import layers
+
+Dtype = Any
+
+
+class EncoderStep(nn.Module):
+  """Two `ConvBNReLU` at one resolution: `in -> features -> 2 * features`.
+
+  Attributes:
+    features: channels of the first convolution; the second doubles them (Çiçek et al.).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  features: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> `[B, D, H, W, 2 * features]` (not pooled: that is the skip)."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.ConvBNReLU(self.features, name="conv1", **kw)(x, train=train)
+    return layers.ConvBNReLU(2 * self.features, name="conv2", **kw)(x, train=train)
+
+
+class DecoderStep(nn.Module):
+  """Up-convolution (channels kept), concatenation of the skip, two `ConvBNReLU` to `features`.
+
+  Attributes:
+    features: output channels of both convolutions.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  features: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, skip: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]`, `skip` `[B, 2D, 2H, 2W, S]` -> `[B, 2D, 2H, 2W, features]`."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.UpConv(x.shape[-1], name="upconv", **kw)(x)
+    x = jnp.concatenate([skip.astype(x.dtype), x], axis=-1)
+    x = layers.ConvBNReLU(self.features, name="conv1", **kw)(x, train=train)
+    return layers.ConvBNReLU(self.features, name="conv2", **kw)(x, train=train)
+
+
+class UNet3D(nn.Module):
+  """3D U-Net (Çiçek et al. 2016) with BatchNorm, for NDHWC volumes.
+
+  Attributes:
+    num_classes: output channels (logits).
+    base_features: channels of the first convolution (the paper: 32).
+    num_levels: resolution steps including the bottom one (the paper: 4, i.e. 3 poolings). Spatial
+      sizes must be divisible by `2 ** (num_levels - 1)`.
+    dtype: computation dtype (e.g. `jnp.bfloat16`); the logits are always float32.
+    param_dtype: parameter dtype.
+  """
+  num_classes: int
+  base_features: int = 32
+  num_levels: int = 4
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`.
+
+    `train=True` uses batch statistics in BatchNorm and updates the running ones (call `apply`
+    with `mutable=['batch_stats']`).
+    """
+    if x.ndim != 5:
+      raise ValueError(f"UNet3D expects input [B, D, H, W, C]; got shape {x.shape}.")
+    if self.num_levels < 1:
+      raise ValueError(f"UNet3D num_levels must be >= 1; got {self.num_levels}.")
+    factor = 2 ** (self.num_levels - 1)
+    if any(s % factor for s in x.shape[1:4]):
+      raise ValueError(f"UNet3D with num_levels={self.num_levels} needs spatial sizes divisible "
+                       f"by {factor}; got input shape {x.shape} ([B, D, H, W, C]).")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = x.astype(self.dtype)
+    skips = []
+    for level in range(self.num_levels - 1):
+      x = EncoderStep(self.base_features * 2**level, name=f"encoder_{level}", **kw)(
+          x, train=train)
+      skips.append(x)
+      x = layers.max_pool_2x(x)
+    bottom = self.num_levels - 1
+    x = EncoderStep(self.base_features * 2**bottom, name=f"encoder_{bottom}", **kw)(
+        x, train=train)
+    for level in reversed(range(self.num_levels - 1)):
+      x = DecoderStep(2 * self.base_features * 2**level, name=f"decoder_{level}", **kw)(
+          x, skips[level], train=train)
+    # The 1x1x1 classifier is cheap, so it runs in float32 for well-resolved logits.
+    logits = nn.Conv(self.num_classes, (1, 1, 1), dtype=jnp.float32,
+                     param_dtype=self.param_dtype, name="classifier")(x.astype(jnp.float32))
+    return logits

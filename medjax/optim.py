@@ -1,0 +1,73 @@
+"""The optimiser: one visible `optax.chain` built from the config.
+
+The chain is `add_decayed_weights -> {sgd | adam | rmsprop} -> scale_by_learning_rate`. Weight decay
+is added to the gradient *before* the optimiser's moment estimates, which is exactly what PyTorch's
+`SGD/Adam/RMSprop(weight_decay=...)` do (L2 regularisation, as MedicalZoo trains), and it touches
+every parameter (kernels, biases and BatchNorm scales/offsets, as in PyTorch) unless
+`config.weight_decay_mask == 'kernels'`, which restricts it to convolution/dense kernels.
+"""
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+
+
+def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Learning rate per step from `config.lr_schedule` ('constant' is MedicalZoo's behaviour)."""
+  name = config.get("lr_schedule", "constant")
+  lr = config.learning_rate
+  if name == "constant":
+    return optax.constant_schedule(lr)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr, decay_steps=max(config.num_train_steps, 1))
+  if name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=config.get("warmup_steps", 0),
+        decay_steps=max(config.num_train_steps, 1))
+  if name == "step":
+    # Multiply by `lr_decay_factor` every `lr_decay_steps` steps (torch StepLR).
+    return optax.exponential_decay(lr, transition_steps=config.lr_decay_steps,
+                                   decay_rate=config.lr_decay_factor, staircase=True)
+  raise ValueError(f"Unknown config.lr_schedule {name!r}; expected one of {SCHEDULES}.")
+
+
+def _kernel_mask(params: Any) -> Any:
+  """True for convolution/dense kernels (leaf named 'kernel'), False for biases and norms."""
+  def is_kernel(path, _):
+    return getattr(path[-1], "key", None) == "kernel"
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Builds the optax chain named by `config.optimizer`.
+
+  PyTorch equivalents (same update rule, same defaults):
+    sgd:     torch.optim.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    adam:    torch.optim.Adam(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=...)
+    rmsprop: torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8, momentum=config.momentum, ...)
+  """
+  name = config.optimizer.lower()
+  if name == "sgd":
+    core = optax.trace(decay=config.momentum) if config.momentum else optax.identity()
+  elif name == "adam":
+    core = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+  elif name == "rmsprop":
+    # torch adds eps outside the square root and starts the average at 0.
+    core = optax.chain(
+        optax.scale_by_rms(decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False),
+        optax.trace(decay=config.momentum) if config.momentum else optax.identity())
+  else:
+    raise ValueError(f"Unknown config.optimizer {config.optimizer!r}; expected one of {OPTIMIZERS}.")
+
+  mask_name = config.get("weight_decay_mask", "all")
+  if mask_name not in ("all", "kernels"):
+    raise ValueError(f"Unknown config.weight_decay_mask {mask_name!r}; expected 'all' or 'kernels'.")
+  decay = optax.add_decayed_weights(
+      config.weight_decay, mask=_kernel_mask if mask_name == "kernels" else None)
+  return optax.chain(
+      decay, core, optax.scale_by_learning_rate(create_learning_rate_schedule(config)))

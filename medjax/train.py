@@ -1,0 +1,60 @@
+r"""Trains a medjax model from an ml_collections config file.
+
+  python -m medjax.train --config experiments/quickstart.py [--workdir DIR] [--config.key=value]
+
+Without --workdir, runs go to `workdirs/<config file name>`. Rerunning the same command resumes
+from the latest checkpoint in the workdir.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from medjax import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to an experiment config file (experiments/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, TensorBoard logs and the resolved config "
+    "(default: workdirs/<config name>).")
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("workdirs", name)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if os.environ.get("MEDJAX_DISTRIBUTED"):
+    jax.distributed.initialize()  # several hosts: coordinator etc. from the environment
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  logging.info("JAX processes: %d, local devices: %s", jax.process_count(), jax.local_devices())
+  print(f"medjax: training {config.model.name} on {jax.device_count()} {jax.default_backend()} "
+        f"device(s); workdir {os.path.abspath(workdir)}", flush=True)
+  try:
+    metrics = train_lib.train_and_evaluate(config, workdir)
+  except KeyboardInterrupt as e:
+    print(str(e) or "Interrupted.", file=sys.stderr)
+    sys.exit(130)
+  except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
+    print(f"medjax.train: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if metrics:
+    names = train_lib.class_names(config.dataset.num_classes)
+    print("\nValidation Dice per tissue:")
+    for name in names[1:]:
+      print(f"  {name:<10} {metrics[f'val_dice_{name}']:.4f}")
+    print(f"  {'mean':<10} {metrics['val_dice_mean']:.4f}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

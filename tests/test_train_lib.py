@@ -1,0 +1,115 @@
+"""The train step: purity, the non-finite guard, and 1 vs 4 devices on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from medjax import train_lib
+from medjax import train_state as train_state_lib
+import tiny
+
+
+def _batch(config, seed=0, batch_size=None):
+  rng = np.random.default_rng(seed)
+  b = batch_size or config.batch_size
+  shape = (b, *config.dataset.crop_size)
+  image = rng.normal(size=(*shape, config.dataset.num_modalities)).astype(np.float32)
+  label = rng.integers(0, config.dataset.num_classes, size=shape).astype(np.int32)
+  return {"image": image, "label": label}
+
+
+def test_center_crop_takes_the_middle():
+  x = jnp.arange(6 * 6 * 6).reshape(1, 6, 6, 6)
+  out = train_lib.center_crop(x, (2, 4, 6))
+  np.testing.assert_array_equal(out, x[:, 2:4, 1:5, :])
+  assert train_lib.center_crop(x, (6, 6, 6)) is x
+
+
+def test_train_step_is_deterministic_and_learns():
+  config = tiny.tiny_config()
+  mesh = train_lib.create_mesh(jax.devices()[:1])
+  model = train_state_lib.create_model(config)
+  rng = jax.random.key(0)
+  step = train_lib.make_train_step(config, mesh)
+  batch = _batch(config)
+  runs = []
+  for _ in range(2):
+    state = train_lib.init_state(config, model, rng, mesh)
+    losses = []
+    for _ in range(5):
+      state, metrics = step(state, batch, rng)
+      losses.append(float(metrics["loss"]))
+    runs.append((losses, jax.device_get(state.params)))
+  assert runs[0][0] == runs[1][0]  # bitwise: same seed, same run
+  jax.tree.map(np.testing.assert_array_equal, runs[0][1], runs[1][1])
+  assert runs[0][0][-1] < runs[0][0][0]  # fitting one batch lowers its loss
+  assert int(state.step) == 5
+
+
+def test_nonfinite_step_keeps_parameters():
+  config = tiny.tiny_config()
+  mesh = train_lib.create_mesh(jax.devices()[:1])
+  model = train_state_lib.create_model(config)
+  state = train_lib.init_state(config, model, jax.random.key(0), mesh)
+  before = jax.device_get((state.params, state.batch_stats, state.opt_state))
+  batch = _batch(config)
+  batch["image"][0, 0, 0, 0, 0] = np.nan
+  state, metrics = train_lib.make_train_step(config, mesh)(state, batch, jax.random.key(1))
+  assert float(metrics["finite"]) == 0.0
+  assert int(state.step) == 1
+  after = jax.device_get((state.params, state.batch_stats, state.opt_state))
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
+_DEVICES_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    sys.path.insert(0, {tests!r})
+    import tiny
+    from medjax import train_lib, train_state
+    assert jax.device_count() == 4, jax.devices()
+    config = tiny.tiny_config(batch_size=4)
+    model = train_state.create_model(config)
+    rng = jax.random.key(0)
+    data = np.random.default_rng(0)
+    batches = [dict(image=data.normal(size=(4, 16, 16, 16, 2)).astype(np.float32),
+                    label=data.integers(0, 4, size=(4, 16, 16, 16)).astype(np.int32))
+               for _ in range(3)]
+    out = {{}}
+    for n in (1, 4):
+      mesh = train_lib.create_mesh(jax.devices()[:n])
+      state = train_lib.init_state(config, model, rng, mesh)
+      step = train_lib.make_train_step(config, mesh)
+      losses = []
+      for b in batches:
+        b = {{k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in b.items()}}
+        state, metrics = step(state, b, rng)
+        losses.append(float(metrics["loss"]))
+      out[n] = (losses, jax.device_get((state.params, state.batch_stats)))
+    leaves1 = jax.tree.leaves(out[1][1]); leaves4 = jax.tree.leaves(out[4][1])
+    print(json.dumps(dict(
+        losses1=out[1][0], losses4=out[4][0],
+        max_param_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(leaves1, leaves4)),
+        max_param=max(float(np.max(np.abs(a))) for a in leaves1))))
+""")
+
+
+def test_one_device_equals_four_devices():
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT.format(tests=tests_dir)],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(result["losses1"], result["losses4"], rtol=1e-5)
+  assert result["max_param_diff"] < 1e-5 * max(1.0, result["max_param"])

@@ -1,0 +1,196 @@
+"""Tests for medjax.models.layers and the Çiçek et al. 3D U-Net (tiny shapes)."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.models import layers
+from medjax.models import unet3d
+
+
+def _num_params(tree) -> int:
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(tree))
+
+
+def _random_variables(model, x, seed=0):
+  """Variables of `model` for input `x` without running `init`.
+
+  Filled from numpy's generator: on this CPU, XLA takes seconds to compile jax's threefry sampler
+  for every new shape, and a jitted U-Net `init` takes ~50 s. Kernels ~ N(0, 1 / fan_in), biases
+  ~ N(0, 0.1) so they are exercised, BatchNorm scale ~ 1 + N(0, 0.1), running mean 0 and var 1.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "batch_stats" in name:
+      value = np.zeros(leaf.shape) if name.endswith("['mean']") else np.ones(leaf.shape)
+    elif name.endswith("['kernel']"):
+      value = rng.normal(size=leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1]))
+    elif name.endswith("['scale']"):
+      value = 1.0 + 0.1 * rng.normal(size=leaf.shape)
+    else:
+      value = 0.1 * rng.normal(size=leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _normal(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def test_depth_to_space_layout_and_inverse():
+  c = 3
+  x = jnp.arange(2 * 2 * 3 * 1 * 8 * c, dtype=jnp.float32).reshape(2, 2, 3, 1, 8 * c)
+  y = layers.depth_to_space(x, 2)
+  assert y.shape == (2, 4, 6, 2, c)
+  xn, yn = np.asarray(x), np.asarray(y)
+  for b, i, j, k, p, q, s, ch in [(0, 0, 0, 0, 0, 0, 0, 0), (1, 1, 2, 0, 1, 0, 1, 2),
+                                  (0, 1, 1, 0, 0, 1, 1, 1), (1, 0, 2, 0, 1, 1, 0, 0)]:
+    assert yn[b, 2 * i + p, 2 * j + q, 2 * k + s, ch] == xn[b, i, j, k, ((p * 2 + q) * 2 + s) * c
+                                                             + ch]
+  np.testing.assert_array_equal(layers.space_to_depth(y, 2), x)
+  with pytest.raises(ValueError, match="divisible by 8"):
+    layers.depth_to_space(jnp.zeros((1, 2, 2, 2, 12)), 2)
+
+
+def test_upconv_equals_conv_transpose_values_and_gradients():
+  x = _normal((2, 3, 4, 5, 6), 0)
+  fast = layers.UpConv(7)
+  reference = nn.ConvTranspose(7, (2, 2, 2), strides=(2, 2, 2), padding="VALID")
+  shapes = jax.eval_shape(lambda: fast.init(jax.random.key(1), x))
+  # Same parameter tree (names, shapes), so weights are interchangeable: 8*C*O + O values.
+  ref_shapes = jax.eval_shape(lambda: reference.init(jax.random.key(1), x))
+  assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, ref_shapes)
+  assert _num_params(shapes) == 8 * 6 * 7 + 7
+  params = {"params": {"kernel": _normal((2, 2, 2, 6, 7), 1), "bias": _normal((7,), 2)}}
+
+  def loss(module, p, x):
+    y = module.apply(p, x)
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape) / y.size)
+
+  y_fast, y_ref = fast.apply(params, x), reference.apply(params, x)
+  assert y_fast.shape == (2, 6, 8, 10, 7)
+  np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+  g_fast = jax.grad(lambda p, x: loss(fast, p, x), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(lambda p, x: loss(reference, p, x), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_2x_equals_nn_max_pool():
+  x = _normal((2, 4, 6, 8, 3), 3)  # no ties
+  ref = lambda x: nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="VALID")
+  np.testing.assert_array_equal(layers.max_pool_2x(x), ref(x))
+  w = _normal((2, 2, 3, 4, 3), 4)
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(layers.max_pool_2x(x) * w))(x),
+                                jax.grad(lambda x: jnp.sum(ref(x) * w))(x))
+  with pytest.raises(ValueError, match=r"\(1, 3, 4, 4, 2\)"):
+    layers.max_pool_2x(jnp.zeros((1, 3, 4, 4, 2)))
+
+
+def _expected_unet_params(in_channels: int, num_classes: int, base: int, levels: int) -> int:
+  """Count from the layer shapes (every conv has a bias, every BatchNorm a scale and offset)."""
+  conv = lambda cin, cout, k=3: k**3 * cin * cout + cout
+  conv_bn = lambda cin, cout: conv(cin, cout) + 2 * cout
+  total, cin = 0, in_channels
+  for level in range(levels):  # encoder and bottom: cin -> f -> 2f
+    f = base * 2**level
+    total += conv_bn(cin, f) + conv_bn(f, 2 * f)
+    cin = 2 * f
+  for level in reversed(range(levels - 1)):  # up-conv keeps cin; concat skip 2f; -> 2f -> 2f
+    f = base * 2**level
+    total += conv(cin, cin, k=2) + conv_bn(cin + 2 * f, 2 * f) + conv_bn(2 * f, 2 * f)
+    cin = 2 * f
+  return total + conv(cin, num_classes, k=1)
+
+
+def test_parameter_count_of_the_paper_model():
+  model = unet3d.UNet3D(num_classes=4, base_features=32)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 64, 2)), train=False))
+  count = _num_params(variables["params"])
+  assert count == _expected_unet_params(2, 4, 32, 4)
+  assert count == 19_074_724
+  # Spot-check the paper's channel plan: bottom 256 -> 512, first up-conv 512 -> 512.
+  params = variables["params"]
+  assert params["encoder_3"]["conv2"]["conv"]["kernel"].shape == (3, 3, 3, 256, 512)
+  assert params["decoder_2"]["upconv"]["kernel"].shape == (2, 2, 2, 512, 512)
+  assert params["decoder_2"]["conv1"]["conv"]["kernel"].shape == (3, 3, 3, 768, 256)
+  assert params["classifier"]["kernel"].shape == (1, 1, 1, 64, 4)
+  # Other widths and depths follow the same formula.
+  small = unet3d.UNet3D(num_classes=3, base_features=4, num_levels=3)
+  variables = jax.eval_shape(
+      lambda: small.init(jax.random.key(0), jnp.zeros((1, 8, 8, 8, 1)), train=False))
+  assert _num_params(variables["params"]) == _expected_unet_params(1, 3, 4, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  model = unet3d.UNet3D(num_classes=3, base_features=4)
+  x = _normal((2, 16, 8, 24, 2), 5)  # D, H, W divisible by 8
+  eval_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  return model, x, _random_variables(model, x), eval_fn
+
+
+def test_output_shape_and_eval_mode(tiny):
+  _, x, variables, eval_fn = tiny
+  logits = eval_fn(variables, x)
+  assert logits.shape == (2, 16, 8, 24, 3)
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  # Eval mode uses the running statistics: a sample's logits do not depend on the others.
+  other = eval_fn(variables, x.at[1].set(0.0))
+  np.testing.assert_allclose(other[0], logits[0], rtol=1e-4, atol=1e-5)
+  assert not np.allclose(other[1], logits[1])
+
+
+def test_train_mode_updates_batch_stats_with_momentum(tiny):
+  model, x, variables, eval_fn = tiny
+  logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+      variables, x)
+  assert logits.shape == (2, 16, 8, 24, 3)
+  old, new = variables["batch_stats"], updates["batch_stats"]
+  assert jax.tree.structure(old) == jax.tree.structure(new)
+  for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)):
+    assert not np.allclose(a, b)
+  # First BatchNorm: running mean = 0.9 * 0 + 0.1 * (batch mean of the conv output), running
+  # var = 0.9 * 1 + 0.1 * (batch variance), the PyTorch momentum-0.1 rule.
+  conv_params = variables["params"]["encoder_0"]["conv1"]["conv"]
+  h = nn.Conv(4, (3, 3, 3), padding="SAME").apply({"params": conv_params}, x)
+  stats = new["encoder_0"]["conv1"]["bn"]
+  np.testing.assert_allclose(stats["mean"], 0.1 * h.mean(axis=(0, 1, 2, 3)), rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * h.var(axis=(0, 1, 2, 3)), rtol=1e-4)
+  # Train mode normalises with batch statistics, so the output differs from eval mode.
+  assert not np.allclose(logits, eval_fn(variables, x), atol=1e-3)
+
+
+def test_bfloat16_compute_gives_float32_logits(tiny):
+  _, x, variables, eval_fn = tiny
+  bf16 = unet3d.UNet3D(num_classes=3, base_features=4, dtype=jnp.bfloat16)
+  logits = jax.jit(lambda v, x: bf16.apply(v, x, train=False))(variables, x)
+  assert logits.dtype == jnp.float32
+  reference = eval_fn(variables, x)
+  # Same parameters, bfloat16 activations: close to the float32 model (8-bit mantissa).
+  scale = float(jnp.max(jnp.abs(reference)))
+  assert float(jnp.max(jnp.abs(logits - reference))) < 0.05 * scale
+  # Parameters stay float32 (param_dtype).
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(
+      jax.eval_shape(lambda: bf16.init(jax.random.key(0), x, train=False))["params"]))
+
+
+def test_indivisible_input_raises():
+  model = unet3d.UNet3D(num_classes=2, base_features=2)
+  with pytest.raises(ValueError, match=r"divisible by 8.*\(1, 16, 12, 16, 2\)"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 12, 16, 2)),
+                                      train=False))
+  with pytest.raises(ValueError, match=r"\[B, D, H, W, C\]"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((16, 16, 16, 2)),
+                                      train=False))
