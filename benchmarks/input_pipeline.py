@@ -6,7 +6,9 @@ Writes 10 built-in subjects at the real 144 x 192 x 256 size under `--data_root`
 runs reuse them), builds `iseg2017/full` (timed, with its size on disk), then for each crop size
 reports how long the first epoch takes (every training subject is read, normalised and indexed
 once) and the steady-state rate in sub-volumes per second, read through
-`create_train_iterator` exactly as training reads it.
+`create_train_iterator` exactly as training reads it. Beside it, the rate at which the jitted
+train step of the UNet3D (`--base_features`) consumes sub-volumes on this machine, and the ratio
+pipeline / step (the pipeline must be at least 10x faster than the step needs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ _BATCHES = flags.DEFINE_integer("num_batches", 50, "Batches timed after the firs
 _THREADS = flags.DEFINE_integer("num_threads", 2, "grain reader threads.")
 _SHAPE = flags.DEFINE_list("shape", [str(s) for s in synthetic.REAL_SHAPE], "Volume shape.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 10, "Built-in labelled subjects.")
+_BASE = flags.DEFINE_integer("base_features", 32, "UNet3D width for the train-step rate "
+                             "(32 = the paper; 0 skips the step).")
+_STEP_REPEATS = flags.DEFINE_integer("step_repeats", 3, "Timed train steps after one warm-up.")
 
 
 @dataclasses.dataclass
@@ -103,6 +108,29 @@ def measure_pipeline(config: ml_collections.ConfigDict, *, num_batches: int = 50
                       batches_timed=num_batches)
 
 
+def measure_step(config: ml_collections.ConfigDict, *, base_features: int,
+                 repeats: int = 3) -> float:
+  """Median seconds of one jitted train step (after a compile/warm-up step) on a real batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from medjax import train_lib  # pylint: disable=g-import-not-at-top
+  from medjax import train_state  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.base_features = base_features
+  mesh = train_lib.create_mesh()
+  init_key, step_key = train_lib.init_and_train_keys(config.seed)
+  state = train_lib.init_state(config, train_state.create_model(config), init_key, mesh)
+  step = train_lib.make_train_step(config, mesh)
+  batch = next(input_pipeline.create_train_iterator(config))
+  times = []
+  for _ in range(repeats + 1):
+    t = time.perf_counter()
+    state, metrics = step(state, batch, step_key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  return float(np.median(times[1:]))
+
+
 def main(argv):
   del argv
   shape = tuple(int(s) for s in _SHAPE.value)
@@ -114,11 +142,17 @@ def main(argv):
     if i == 0:
       for k, v in prepare_data(config).items():
         print(f"{k}: {v:.1f}")
-    results.append(measure_pipeline(config, num_batches=_BATCHES.value))
-  print(f"\n{'crop':>12} {'batch':>5} {'first epoch s':>13} {'sub-volumes/s':>13}")
-  for r in results:
+    rate = measure_pipeline(config, num_batches=_BATCHES.value)
+    step_s = (measure_step(config, base_features=_BASE.value, repeats=_STEP_REPEATS.value)
+              if _BASE.value else float("nan"))
+    results.append((rate, step_s))
+  print(f"\n{'crop':>12} {'batch':>5} {'first epoch s':>13} {'sub-volumes/s':>13} "
+        f"{'step s (base ' + str(_BASE.value) + ')':>18} {'step needs /s':>13} {'ratio':>7}")
+  for r, step_s in results:
+    needs = r.batch_size / step_s
     print(f"{'x'.join(map(str, r.crop_size)):>12} {r.batch_size:>5} {r.first_epoch_s:>13.1f} "
-          f"{r.subvolumes_per_s:>13.1f}")
+          f"{r.subvolumes_per_s:>13.1f} {step_s:>18.2f} {needs:>13.2f} "
+          f"{r.subvolumes_per_s / needs:>6.0f}x")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ Per sample, in this order (each step is drawn with its own probability):
    `intensity_shift_prob`, else 0), in the units of the normalised image;
 5. additive Gaussian noise N(0, noise_std^2) with probability `noise_prob`.
 
+A step whose probability is 0 is not traced at all, so it costs nothing in the compiled step.
+
 Defaults (`default_augmentation_config()`) follow the ranges of MedicalZoo's augment3D
 (rotation +-10 degrees, zoom 0.9-1.1); augmentation is off unless `config.augmentation` is set.
 """

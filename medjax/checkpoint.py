@@ -74,11 +74,52 @@ def create_manager(workdir: str, *, keep: int = 3, save_interval_steps: int = 1,
       os.path.abspath(os.path.join(os.fspath(workdir), CHECKPOINT_DIRNAME)), options=options)
 
 
+def complete_steps(directory: str | os.PathLike) -> list[int]:
+  """Steps of the complete checkpoints in `directory`, read from disk, ascending.
+
+  Orbax writes a step into `<step>.orbax-checkpoint-tmp*` and renames it to `<step>` only when
+  every item is written, so the plain numeric folders are exactly the complete checkpoints.
+  """
+  directory = os.fspath(directory)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def _write_error(manager: ocp.CheckpointManager, error: OSError) -> OSError:
+  """The error to raise when writing a checkpoint fails (disk full, folder removed, ...)."""
+  steps = complete_steps(manager.directory)
+  kept = (f"The complete checkpoints on disk (steps {steps}) are intact; the latest, step "
+          f"{steps[-1]}, is where a rerun of the same command resumes."
+          if steps else "No complete checkpoint is on disk yet.")
+  reason = error.strerror or str(error)
+  where = f" ({error.filename})" if error.filename else ""
+  return OSError(error.errno, f"Writing a checkpoint in {manager.directory} failed: {reason}"
+                 f"{where}. {kept} Free space (or fix the folder) and rerun to resume.")
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: train_state_lib.TrainState, *,
          metrics: dict[str, float] | None = None, force: bool = False) -> bool:
-  """Saves `state` at `step` (asynchronously); `metrics` rank it for the best-checkpoint policy."""
-  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                      metrics=metrics, force=force)
+  """Saves `state` at `step` (asynchronously); `metrics` rank it for the best-checkpoint policy.
+
+  Raises:
+    OSError: writing this or the previous (asynchronous) checkpoint failed; the message names
+      the folder, the reason and the complete checkpoints left on disk.
+  """
+  try:
+    return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                        metrics=metrics, force=force)
+  except OSError as e:  # orbax re-raises a failed asynchronous write on the next save
+    raise _write_error(manager, e) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; a failed write raises like `save`."""
+  try:
+    manager.wait_until_finished()
+  except OSError as e:
+    raise _write_error(manager, e) from e
 
 
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -94,9 +135,16 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any,
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(target, sharding))))
   except Exception as e:  # orbax raises many types for unreadable or mismatched checkpoints
+    # The first line is the reason; tensorstore appends its whole spec after it.
+    reason = str(e).strip().split("\n")[0][:500]
+    earlier = [s for s in complete_steps(manager.directory) if s < step]
+    hint = (f" If this checkpoint is damaged, earlier complete ones are steps {earlier}: "
+            f"to fall back to step {earlier[-1]}, delete {directory}." if earlier else "")
     raise ValueError(
-        f"Could not restore checkpoint {directory}: {type(e).__name__}: {e}. Expected a complete "
-        "medjax checkpoint written with the same model and optimiser config.") from e
+        f"Could not restore checkpoint {directory}: {type(e).__name__}: {reason} Expected a "
+        "complete medjax checkpoint written with the same model and optimiser config (a "
+        f"changed --config.model.* or optimizer cannot resume an existing workdir).{hint}"
+        ) from e
   # Orbax gives optax's NamedTuple states back as plain tuples: put the leaves back into the
   # target's exact structure, so jitted steps see the same pytree and need no new compile.
   return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))

@@ -34,6 +34,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if os.environ.get("MEDJAX_DISTRIBUTED"):
     jax.distributed.initialize()  # several hosts: coordinator etc. from the environment
+  if not flags.FLAGS["verbosity"].present:
+    # Keep the console to the progress bar and results; `-v 0` brings back INFO logs.
+    logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("JAX processes: %d, local devices: %s", jax.process_count(), jax.local_devices())

@@ -8,6 +8,7 @@ on several hosts after `jax.distributed.initialize()`: each host feeds its slice
 """
 
 import functools
+import itertools
 import os
 import signal
 import time
@@ -21,8 +22,10 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from medjax import checkpoint
+from medjax import inference
 from medjax import input_pipeline
 from medjax import losses
+from medjax import metrics as metrics_lib
 from medjax import optim
 from medjax import train_state as train_state_lib
 from medjax.data import iseg
@@ -93,7 +96,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   def compute_loss(params):
     logits, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, image, train=True,
-        mutable=["batch_stats"])
+        mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(step_rng, 1)})
     target = center_crop(label, logits.shape[1:4])
     return loss_fn(logits, target), (logits, target, updates)
 
@@ -149,15 +152,6 @@ def init_and_train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
   return jax.random.key(seed, impl="rbg"), jax.random.key(seed)
 
 
-def make_predictor(model: Any) -> Callable[[dict[str, Any], jax.Array], jax.Array]:
-  """Jitted `(variables, x [B, D, H, W, C]) -> softmax probabilities [B, d, h, w, K]`."""
-  @jax.jit
-  def predict(variables, x):
-    logits = model.apply(variables, x, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  return predict
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation on whole validation volumes.
 
@@ -172,9 +166,7 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     `val_dice_mean` over the foreground classes), and the predicted class ids `[D, H, W]` per
     subject.
   """
-  from medjax import inference  # pylint: disable=g-import-not-at-top
-  from medjax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  predictor = predictor or make_predictor(model)
+  predictor = predictor or inference.make_softmax_predictor(model)
   num_classes = config.dataset.num_classes
   names = class_names(num_classes)
   per_subject, predictions = [], []
@@ -221,6 +213,28 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
               "checkpoint_every_steps"):
     if config[key] <= 0:
       raise ValueError(f"config.{key}={config[key]}: expected a positive integer.")
+  # Unknown names and input shapes the network cannot take fail here, before anything is
+  # written to the workdir or the dataset is built. Each check is cheap: no compilation.
+  model = train_state_lib.create_model(config)
+  _loss_fn_from_config(config)
+  optim.create_optimizer(config)
+  _check_input_shape(config, model, "dataset.crop_size", config.dataset.crop_size)
+  _check_input_shape(config, model, "eval.roi_size", config.eval.roi_size)
+
+
+def _check_input_shape(config: ml_collections.ConfigDict, model: Any, key: str,
+                       spatial: Any) -> None:
+  """Traces `model.init` on `[1, *spatial, num_modalities]` (shapes only) to catch sizes the
+  network cannot take, e.g. not divisible by its down-sampling factor."""
+  spatial = tuple(spatial)
+  if len(spatial) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in spatial):
+    raise ValueError(f"config.{key}={spatial}: expected 3 positive integers (D, H, W).")
+  x = jax.ShapeDtypeStruct((1, *spatial, config.dataset.num_modalities), jnp.float32)
+  try:
+    jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  except ValueError as e:
+    raise ValueError(f"config.{key}={spatial} does not fit model {config.model.name!r}: "
+                     f"{e}") from e
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -293,8 +307,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _check_config(config)
   workdir = prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    checkpoint.save_config(workdir, config)
   input_pipeline.ensure_dataset(config)
 
   mesh = create_mesh()
@@ -307,16 +319,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = checkpoint.restore(manager, manager.latest_step(), state, replicated)
     logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
   start_step = int(state.step)
+  train_iter: Iterator[dict[str, np.ndarray]] = input_pipeline.create_train_iterator(
+      config, start_step=start_step)
+  # Data errors (e.g. a crop larger than a subject) surface with the first batch. Only now,
+  # with the checkpoint restored and the data read, is anything written to the workdir: a
+  # failed start leaves no config.json, and never one that disagrees with the checkpoints.
+  train_iter = itertools.chain([next(train_iter)], train_iter)
+  if is_chief:
+    checkpoint.save_config(workdir, config)
 
   step_fn = make_train_step(config, mesh)
   data_sharding = NamedSharding(mesh, P("data"))
   train_rng = jax.device_put(train_rng, replicated)
-  writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if is_chief else None
+  # After a resume, TensorBoard hides what a killed run logged past the checkpoint (purge_step),
+  # so the curves show each step once.
+  writer = tensorboardX.SummaryWriter(
+      os.path.join(workdir, "tensorboard"),
+      purge_step=start_step + 1 if start_step else None) if is_chief else None
   if writer is not None and start_step == 0:
     writer.add_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```", 0)
   names = class_names(config.dataset.num_classes)
   eval_subjects = None
-  predictor = make_predictor(model)
+  predictor = inference.make_softmax_predictor(model)
   eval_metrics: dict[str, float] = {}
   skipped = 0
 
@@ -332,8 +356,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       _log_eval_images(writer, workdir, step, eval_subjects, predictions)
     return metrics
 
-  train_iter: Iterator[dict[str, np.ndarray]] = input_pipeline.create_train_iterator(
-      config, start_step=start_step)
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, disable=not is_chief,
                        unit="step", dynamic_ncols=True)
   pending = None  # (step, metrics) of the last dispatched step, read one step behind
@@ -397,12 +419,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           checkpoint.save(manager, step, state, metrics=eval_metrics, force=True)
         elif is_save or stop.signum is not None:
           checkpoint.save(manager, step, state, force=True)
+        if (is_eval or is_save or stop.signum is not None) and writer is not None:
+          writer.flush()  # the logs up to a checkpoint survive a kill, like the checkpoint
         if stop.signum is not None:
           progress.write(f"Stopped by signal {stop.signum} at step {step}; checkpoint saved. "
                          "Rerun the same command to resume.")
           break
     finally:
-      manager.wait_until_finished()
+      checkpoint.wait_until_finished(manager)
       progress.close()
       if writer is not None:
         writer.flush()

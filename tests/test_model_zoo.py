@@ -213,6 +213,26 @@ def test_up_conv_equals_conv_transpose():
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["stack2d", "xla3d"])
+@pytest.mark.parametrize("kernel,padding", [((5, 3, 5), "SAME"), ((3, 3, 3), "VALID")])
+def test_conv3d_equals_nn_conv(method, kernel, padding):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 7, 8, 3))
+  ref = nn.Conv(4, kernel, padding=padding)
+  fast = zoo_layers.Conv3D(4, kernel, padding=padding, method=method)
+  variables = _conv_variables(ref, fast, x)
+  y = fast.apply(variables, x)
+  np.testing.assert_allclose(y, ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+  # Hand-computed entry: the window of output (1, 2, 3) starts at the input voxel (1, 2, 3) minus
+  # the padding.
+  k, b = variables["params"]["kernel"], variables["params"]["bias"]
+  kd, kh, kw = kernel
+  pad = (kd // 2, kh // 2, kw // 2) if padding == "SAME" else (0, 0, 0)
+  xp = jnp.pad(x, ((0, 0),) + tuple((p, p) for p in pad) + ((0, 0),))
+  window = xp[1, 1:1 + kd, 2:2 + kh, 3:3 + kw]
+  np.testing.assert_allclose(y[1, 1, 2, 3], b + jnp.einsum("pqrc,pqrco->o", window, k),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_prelu_values():
   x = jnp.array([[-2.0, 3.0], [4.0, -1.0]])
   shared = zoo_layers.PReLU()
@@ -253,8 +273,12 @@ def test_vnet_input_stage_repeats_channels():
   params = jax.tree_util.tree_map_with_path(
       lambda p, a: jnp.zeros_like(a) if "in_conv" in str(p) else a, variables["params"])
   params["in_bn"]["bias"] = jnp.zeros_like(params["in_bn"]["bias"])
-  out = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=False,
-                    capture_intermediates=lambda mdl, _: mdl.name == "in_act")[1]
+  variables = {"params": params, "batch_stats": variables["batch_stats"]}
+
+  def run(variables, x):
+    return model.apply(variables, x, train=False,
+                       capture_intermediates=lambda mdl, _: mdl.name == "in_act")[1]
+  out = _compile(run, variables, x)(variables, x)
   act = out["intermediates"]["in_act"]["__call__"][0]
   expected = jnp.where(x[..., np.arange(16) % 3] >= 0, x[..., np.arange(16) % 3],
                        0.25 * x[..., np.arange(16) % 3])

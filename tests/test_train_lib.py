@@ -37,12 +37,12 @@ def test_train_step_is_deterministic_and_learns():
   config = tiny.tiny_config()
   mesh = train_lib.create_mesh(jax.devices()[:1])
   model = train_state_lib.create_model(config)
-  rng = jax.random.key(0)
+  init_key, rng = train_lib.init_and_train_keys(0)
   step = train_lib.make_train_step(config, mesh)
   batch = _batch(config)
   runs = []
   for _ in range(2):
-    state = train_lib.init_state(config, model, rng, mesh)
+    state = train_lib.init_state(config, model, init_key, mesh)
     losses = []
     for _ in range(5):
       state, metrics = step(state, batch, rng)
@@ -58,11 +58,12 @@ def test_nonfinite_step_keeps_parameters():
   config = tiny.tiny_config()
   mesh = train_lib.create_mesh(jax.devices()[:1])
   model = train_state_lib.create_model(config)
-  state = train_lib.init_state(config, model, jax.random.key(0), mesh)
+  init_key, rng = train_lib.init_and_train_keys(0)
+  state = train_lib.init_state(config, model, init_key, mesh)
   before = jax.device_get((state.params, state.batch_stats, state.opt_state))
   batch = _batch(config)
   batch["image"][0, 0, 0, 0, 0] = np.nan
-  state, metrics = train_lib.make_train_step(config, mesh)(state, batch, jax.random.key(1))
+  state, metrics = train_lib.make_train_step(config, mesh)(state, batch, rng)
   assert float(metrics["finite"]) == 0.0
   assert int(state.step) == 1
   after = jax.device_get((state.params, state.batch_stats, state.opt_state))
@@ -79,7 +80,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     assert jax.device_count() == 4, jax.devices()
     config = tiny.tiny_config(batch_size=4)
     model = train_state.create_model(config)
-    rng = jax.random.key(0)
+    init_key, rng = train_lib.init_and_train_keys(0)
     data = np.random.default_rng(0)
     batches = [dict(image=data.normal(size=(4, 16, 16, 16, 2)).astype(np.float32),
                     label=data.integers(0, 4, size=(4, 16, 16, 16)).astype(np.int32))
@@ -87,7 +88,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     out = {{}}
     for n in (1, 4):
       mesh = train_lib.create_mesh(jax.devices()[:n])
-      state = train_lib.init_state(config, model, rng, mesh)
+      state = train_lib.init_state(config, model, init_key, mesh)
       step = train_lib.make_train_step(config, mesh)
       losses = []
       for b in batches:

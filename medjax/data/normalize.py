@@ -4,14 +4,13 @@ Every mode first clips each channel to its (0.1, 99.8) percentiles (`np.percenti
 interpolation, over the whole volume including background), like MedicalZoo's
 `percentile_clip`; pass `clip_percentiles=None` to skip the clip. With x the clipped channel:
 
-| mode | result |
-|---|---|
-| `full_volume_mean` | (x - mean(x)) / std(x) over all voxels |
-| `max_min` | (x - min(x)) / (max(x) - min(x)), in [0, 1] |
-| `mean` | (x - m) / s with m, s the mean and std of the non-zero voxels, applied to all voxels |
-| `max` | x / max(abs(x)) (MedicalZoo crashes on this mode) |
-| `brats` | on non-zero voxels z = (x - m) / s as in `mean`, then 100 (z - min z) / (max z - min z) + 10; zero voxels stay 0 |
-| `none` | x |
+- `full_volume_mean`: (x - mean(x)) / std(x) over all voxels.
+- `max_min`: (x - min(x)) / (max(x) - min(x)), in [0, 1].
+- `mean`: (x - m) / s, with m, s the mean and std of the non-zero voxels, applied to all voxels.
+- `max`: x / max(|x|) (MedicalZoo crashes on this mode).
+- `brats`: on non-zero voxels z = (x - m) / s as in `mean`, then
+  100 (z - min z) / (max z - min z) + 10, in [10, 110]; zero voxels stay 0.
+- `none`: x.
 
 Standard deviations are population ones (ddof=0). A zero denominator (a constant channel) is
 replaced by 1, so such a channel maps to 0 instead of NaN.

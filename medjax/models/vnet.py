@@ -61,6 +61,8 @@ class VNet(nn.Module):
     dropout_rate: rate of the channel dropout (MedicalZoo: 0.5).
     paper_output_block: False for MedicalZoo's output block (5x5x5 conv + BN + act + 1x1x1
       conv), True for the paper's single 1x1x1 convolution. See the module docstring.
+    conv_method: how the 5x5x5 convolutions run (`zoo_layers.Conv3D`): 'auto' (2D-stacked on
+      CPU, XLA's 3D convolution elsewhere), 'stack2d' or 'xla3d'. Same parameters and results.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -70,6 +72,7 @@ class VNet(nn.Module):
   activation: str = "prelu"
   dropout_rate: float = 0.5
   paper_output_block: bool = False
+  conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -87,9 +90,9 @@ class VNet(nn.Module):
       return nn.elu
     raise ValueError(f"VNet activation must be 'prelu' or 'elu'; got {self.activation!r}.")
 
-  def _conv5(self, features: int, name: str) -> nn.Conv:
-    return nn.Conv(features, (5, 5, 5), padding="SAME", dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name)
+  def _conv5(self, features: int, name: str) -> zoo_layers.Conv3D:
+    return zoo_layers.Conv3D(features, (5, 5, 5), padding="SAME", method=self.conv_method,
+                             dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
   def _bn(self, train: bool, name: str) -> nn.BatchNorm:
     return zoo_layers.batch_norm(train, self.dtype, self.param_dtype, name=name)

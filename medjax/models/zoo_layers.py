@@ -4,6 +4,7 @@ All arrays are channels-last: volumes are `[B, D, H, W, C]`.
 
 * `PReLU` follows PyTorch's `nn.PReLU(num_parameters)` (one slope per channel or one shared
   slope, initialised to 0.25), which flax's `nn.PReLU` (one slope, initialised to 0.01) does not.
+* `Conv3D` is a stride-1 3D convolution that can run as one 2D convolution (faster on CPU).
 * `DownConv2x` / `UpConv2x` are a 2x2x2 convolution with stride 2 and a 2x2x2 transposed
   convolution with stride 2, written as a reshape plus one matrix product. They hold exactly the
   parameters of `nn.Conv` / `nn.ConvTranspose` (same names, shapes and meaning) and compute the
@@ -121,6 +122,75 @@ class UpConv2x(nn.Module):
     k = kernel[::-1, ::-1, ::-1].transpose(3, 0, 1, 2, 4).reshape(c, 8 * self.features)
     y = (x @ k).reshape(b, d, h, w, 2, 2, 2, self.features)
     y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, 2 * d, 2 * h, 2 * w, self.features)
+    return y + bias if bias is not None else y
+
+
+class Conv3D(nn.Module):
+  """Stride-1 3D convolution with the parameters of `nn.Conv` (`kernel` `[kd, kh, kw, C, O]`,
+  `bias` `[O]`), computed either by XLA's 3D convolution or as one 2D convolution.
+
+  `method='stack2d'` pads the depth axis, stacks the kd depth-shifted copies of the input along
+  the channels (`[B, D', H, W, kd * C]`), folds depth into the batch and runs one 2D convolution
+  with the kernel reshaped to `[kh, kw, kd * C, O]`:
+  `y[b, d, h, w] = sum_a sum_{p,q} x[b, d + a, h + p, w + q] . kernel[a, p, q]`, the same sum as
+  the 3D convolution. XLA's CPU backend runs 2D convolutions about 3x faster per FLOP than 3D
+  ones; for V-Net's 5x5x5 convolutions with C = O (e.g. 32 channels at 64^3) forward+backward
+  is 4-5x faster on this CPU. It costs kd copies of the input (kept for the backward pass) and
+  is slower when C is much larger than O (DenseNet layers), so only V-Net uses it.
+  `method='auto'` picks 'stack2d' on the CPU backend and 'xla3d' elsewhere.
+
+  Attributes:
+    features: output channels O.
+    kernel_size: (kd, kh, kw).
+    padding: 'SAME' (odd kernel sizes; k // 2 on both sides) or 'VALID'.
+    use_bias: whether to add a bias.
+    method: 'auto', 'stack2d' or 'xla3d'.
+    dtype: computation dtype (None: from the inputs).
+    param_dtype: parameter dtype.
+  """
+  features: int
+  kernel_size: tuple[int, int, int]
+  padding: str = "SAME"
+  use_bias: bool = True
+  method: str = "auto"
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> `[B, D', H', W', features]` (same size for 'SAME')."""
+    kd, kh, kw = self.kernel_size
+    if self.padding == "SAME":
+      if not kd % 2 == kh % 2 == kw % 2 == 1:
+        raise ValueError(f"Conv3D padding='SAME' needs odd kernel sizes; got {self.kernel_size}.")
+      pads = (kd // 2, kh // 2, kw // 2)
+    elif self.padding == "VALID":
+      pads = (0, 0, 0)
+    else:
+      raise ValueError(f"Conv3D padding must be 'SAME' or 'VALID'; got {self.padding!r}.")
+    method = self.method
+    if method == "auto":
+      method = "stack2d" if jax.default_backend() == "cpu" else "xla3d"
+    if method not in ("stack2d", "xla3d"):
+      raise ValueError(f"Conv3D method must be 'auto', 'stack2d' or 'xla3d'; got {method!r}.")
+    b, d, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kd, kh, kw, c, self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if method == "xla3d":
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), [(p, p) for p in pads],
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    else:
+      xp = jnp.pad(x, ((0, 0), (pads[0], pads[0]), (0, 0), (0, 0), (0, 0)))
+      d_out = d + 2 * pads[0] - kd + 1
+      stacked = jnp.concatenate([xp[:, a:a + d_out] for a in range(kd)], axis=-1)
+      kernel_2d = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kd * c, self.features)
+      y = jax.lax.conv_general_dilated(
+          stacked.reshape(b * d_out, h, w, kd * c), kernel_2d, (1, 1),
+          [(pads[1], pads[1]), (pads[2], pads[2])], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y.reshape(b, d_out, *y.shape[1:])
     return y + bias if bias is not None else y
 
 
