@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "UNET3D"
-  config.model.base_features = 32
+  # Width of the first level; None = the model's own default (UNET3D 32 as in the paper, VNET 16).
+  config.model.base_features = ml_collections.FieldReference(None, field_type=int)
   config.model.dtype = "float32"
 
   config.loss = ml_collections.ConfigDict()

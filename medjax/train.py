@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
   except KeyboardInterrupt as e:
     print(str(e) or "Interrupted.", file=sys.stderr)
     sys.exit(130)
-  except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
+  except (ValueError, OSError, FloatingPointError) as e:
     print(f"medjax.train: error: {e}", file=sys.stderr)
     sys.exit(1)
   if metrics:

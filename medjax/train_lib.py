@@ -318,6 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if manager.latest_step() is not None:
     state = checkpoint.restore(manager, manager.latest_step(), state, replicated)
     logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
+    if is_chief:
+      print(f"Resumed from {manager.directory} at step {int(state.step)}.", flush=True)
   start_step = int(state.step)
   train_iter: Iterator[dict[str, np.ndarray]] = input_pipeline.create_train_iterator(
       config, start_step=start_step)

@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Any
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,9 +19,18 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
+# Keys the experiment configs set for every model; a model without such a field ignores it.
+SHARED_MODEL_KEYS = ("base_features", "dtype", "param_dtype")
+
+
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model named by `config.model.name`, its other `config.model` keys as fields."""
-  kwargs = dict(config.model.to_dict())
+  """The model named by `config.model.name`, its other `config.model` keys as fields.
+
+  Keys set to None take the model's own default. A shared key (`SHARED_MODEL_KEYS`) that the
+  model has no field for is ignored with a warning, so `--config.model.name=DENSENET1` works on
+  any experiment; any other unknown key is an error.
+  """
+  kwargs = {k: v for k, v in config.model.to_dict().items() if v is not None}
   name = kwargs.pop("name")
   for key in ("dtype", "param_dtype"):
     if key in kwargs:
@@ -28,10 +38,13 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   cls = models.MODELS.get(name.upper())
   if cls is not None and dataclasses.is_dataclass(cls):
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
-    unknown = sorted(set(kwargs) - fields)
+    unknown = sorted(set(kwargs) - fields - set(SHARED_MODEL_KEYS))
     if unknown:
       raise ValueError(f"config.model has keys {unknown} that model {name!r} does not take; "
                        f"it takes {sorted(fields)}.")
+    for key in sorted(set(kwargs) - fields):
+      logging.warning("config.model.%s=%s is ignored: model %s has no such field.", key,
+                      kwargs.pop(key), name)
   return models.create_model(name, num_classes=config.dataset.num_classes, **kwargs)
 
 

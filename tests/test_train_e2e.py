@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -101,3 +102,24 @@ def test_cli_trains_and_prints_dice(iseg_raw_dir, iseg_data_dir, tmp_path):
   bad_model = subprocess.run([*cmd, "--config.model.name=NO_SUCH_NET"], cwd=REPO,
                              capture_output=True, text=True, timeout=300)
   assert bad_model.returncode == 1 and "Unknown model name 'NO_SUCH_NET'" in bad_model.stderr
+
+
+def test_valid_convolution_model_trains_and_evaluates(iseg_config, tmp_path):
+  """HyperDenseNet predicts only the centre of its input: labels are cropped, windows padded."""
+  config = tiny.shrink(iseg_config, num_train_steps=2, eval_every_steps=2)
+  config.model = ml_collections.ConfigDict(
+      dict(name="HYPERDENSENET", growth=(2, 3, 2, 3), fc_features=(6, 5)))
+  metrics = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+  assert np.isfinite(metrics["val_loss"]) and 0.0 <= metrics["val_dice_mean"] <= 1.0
+
+
+def test_cli_other_model_with_augmentation(iseg_raw_dir, iseg_data_dir, tmp_path):
+  """`--config.model.name=VNET2` on the UNet experiment, with on-device augmentation."""
+  cmd = [sys.executable, "-m", "medjax.train", "--config", "experiments/quickstart.py",
+         f"--workdir={tmp_path / 'vnet2'}", f"--config.dataset.data_dir={iseg_data_dir}",
+         f"--config.dataset.manual_dir={iseg_raw_dir}",
+         *tiny.cli_overrides(num_train_steps=2, eval_every_steps=2),
+         "--config.model.name=VNET2", "--config.augmentation=True"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "training VNET2" in proc.stdout and "Validation Dice per tissue" in proc.stdout
