@@ -38,7 +38,7 @@ def get_config():
   config.batch_size = 2
   config.num_train_steps = 600
   config.log_every_steps = 20
-  config.eval_every_steps = 300
+  config.eval_every_steps = 600  # once, at the end: a full-size scan takes about a minute on a CPU
   config.checkpoint_every_steps = 100
 
   config.eval.roi_size = (64, 64, 64)
