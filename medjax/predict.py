@@ -38,6 +38,7 @@ import numpy as np
 import tqdm
 
 from medjax import checkpoint
+from medjax import compile_cache
 from medjax import evaluate
 from medjax import inference
 from medjax import io
@@ -282,6 +283,9 @@ def define_flags() -> None:
                     "Blending (default: the config's eval.mode).")
   flags.DEFINE_integer("sw_batch_size", None, "Windows per model call (default: the config's).")
   flags.DEFINE_bool("tta", False, "Average over flips of each spatial axis (4x the time).")
+  flags.DEFINE_string("compile_cache", None, "Persistent XLA compilation cache directory "
+                      "(default: $MEDJAX_COMPILE_CACHE_DIR or ~/.cache/medjax/jax_cache); "
+                      "'off' to disable.")
 
 
 def main(argv: list[str]) -> None:
@@ -290,6 +294,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # orbax logs every restore step at INFO
     logging.set_verbosity(logging.WARNING)
+  compile_cache.enable_from_flag(FLAGS.compile_cache, prog="medjax.predict")
   try:
     run(FLAGS.workdir, output_dir=FLAGS.output_dir, t1=FLAGS.t1, t2=FLAGS.t2,
         label=FLAGS.label, input_dir=FLAGS.input_dir, subjects=FLAGS.subjects,

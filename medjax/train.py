@@ -15,6 +15,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from medjax import compile_cache
 from medjax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,6 +23,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, TensorBoard logs and the resolved config "
     "(default: workdirs/<config name>).")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache", None, "Directory of the persistent XLA compilation cache, so that a rerun "
+    "loads the compiled steps instead of compiling them (default: $MEDJAX_COMPILE_CACHE_DIR or "
+    "~/.cache/medjax/jax_cache); 'off' to disable.")
 
 
 def default_workdir(config_path: str) -> str:
@@ -37,6 +42,7 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Keep the console to the progress bar and results; `-v 0` brings back INFO logs.
     logging.set_verbosity(logging.WARNING)
+  compile_cache.enable_from_flag(_COMPILE_CACHE.value, prog="medjax.train")
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("JAX processes: %d, local devices: %s", jax.process_count(), jax.local_devices())

@@ -4,6 +4,8 @@
   subjects 1-3 and labels, `iSeg-2017-Testing/` with subject 11) of TINY_SHAPE volumes.
 - `iseg_data_dir`: a TFDS data_dir holding `iseg2017/full` built from it (train = subjects 2, 3;
   validation = subject 1; test = subject 11).
+- `compile_cache_dir` (automatic): the command-line runs of the tests share one persistent
+  compilation cache in a temporary folder (`MEDJAX_COMPILE_CACHE_DIR`), not the user's.
 - `iseg_config`: the seed experiment config pointed at those two folders, with 16^3 crops and a
   global batch of 2; a fresh copy per test, so tests may change it.
 
@@ -18,6 +20,7 @@ import pathlib
 import ml_collections
 import pytest
 
+from medjax import compile_cache
 from medjax.data import build
 from medjax.data import synthetic
 
@@ -35,6 +38,18 @@ def load_experiment_config(name: str = "iseg2017_unet3d") -> ml_collections.Conf
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("jax_cache")
+  saved = os.environ.get(compile_cache.ENV_VAR)
+  os.environ[compile_cache.ENV_VAR] = str(path)
+  yield path
+  if saved is None:
+    os.environ.pop(compile_cache.ENV_VAR, None)
+  else:
+    os.environ[compile_cache.ENV_VAR] = saved
 
 
 @pytest.fixture(scope="session")
