@@ -28,8 +28,10 @@ import time
 
 import numpy as np
 
-NUM_CLASSES = 4
-NUM_MODALITIES = 2
+import torch_unet3d  # benchmarks/torch_unet3d.py (this script's folder is on sys.path)
+
+NUM_CLASSES = torch_unet3d.NUM_CLASSES
+NUM_MODALITIES = torch_unet3d.NUM_MODALITIES
 
 
 def _rss_mb() -> float:
@@ -40,107 +42,6 @@ def _rss_mb() -> float:
 
 def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-# ---------------------------------------------------------------------------------------------
-# The PyTorch twin of medjax.models.unet3d.UNet3D.
-
-
-def _torch_twin(base_features: int, num_levels: int = 4):
-  """Builds the PyTorch module (imported lazily so the parent process never loads torch)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
-
-  class ConvBNReLU(nn.Sequential):
-    """3x3x3 conv (padding 1, bias) -> BatchNorm3d (eps 1e-5) -> ReLU, as layers.ConvBNReLU."""
-
-    def __init__(self, cin, cout):
-      super().__init__(nn.Conv3d(cin, cout, 3, padding=1, bias=True),
-                       nn.BatchNorm3d(cout, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True))
-
-  class EncoderStep(nn.Module):
-
-    def __init__(self, cin, features):
-      super().__init__()
-      self.conv1 = ConvBNReLU(cin, features)
-      self.conv2 = ConvBNReLU(features, 2 * features)
-
-    def forward(self, x):
-      return self.conv2(self.conv1(x))
-
-  class DecoderStep(nn.Module):
-
-    def __init__(self, cin, skip, features):
-      super().__init__()
-      self.upconv = nn.ConvTranspose3d(cin, cin, 2, stride=2)
-      self.conv1 = ConvBNReLU(skip + cin, features)
-      self.conv2 = ConvBNReLU(features, features)
-
-    def forward(self, x, skip):
-      x = torch.cat([skip, self.upconv(x)], dim=1)
-      return self.conv2(self.conv1(x))
-
-  class UNet3DTorch(nn.Module):
-    """Çiçek et al. 3D U-Net, NCDHW, layer for layer medjax's UNet3D."""
-
-    def __init__(self):
-      super().__init__()
-      f = base_features
-      self.encoders = nn.ModuleList()
-      cin = NUM_MODALITIES
-      for level in range(num_levels):
-        self.encoders.append(EncoderStep(cin, f * 2**level))
-        cin = 2 * f * 2**level
-      self.decoders = nn.ModuleList()
-      for level in reversed(range(num_levels - 1)):
-        skip = 2 * f * 2**level
-        self.decoders.append(DecoderStep(cin, skip, 2 * f * 2**level))
-        cin = 2 * f * 2**level
-      self.classifier = nn.Conv3d(cin, NUM_CLASSES, 1)
-      self.pool = nn.MaxPool3d(2)
-
-    def forward(self, x):
-      skips = []
-      for encoder in self.encoders[:-1]:
-        x = encoder(x)
-        skips.append(x)
-        x = self.pool(x)
-      x = self.encoders[-1](x)
-      for decoder, skip in zip(self.decoders, reversed(skips)):
-        x = decoder(x, skip)
-      return self.classifier(x)
-
-  return UNet3DTorch()
-
-
-def _load_into_torch(model, weights: dict[str, np.ndarray], num_levels: int = 4) -> None:
-  """Copies medjax UNet3D variables (flattened `params/...`, `batch_stats/...`) into the twin."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  def conv_bn(module, prefix):
-    conv, bn = module[0], module[1]
-    conv.weight.data = torch.from_numpy(
-        np.ascontiguousarray(weights[f"params/{prefix}/conv/kernel"].transpose(4, 3, 0, 1, 2)))
-    conv.bias.data = torch.from_numpy(weights[f"params/{prefix}/conv/bias"])
-    bn.weight.data = torch.from_numpy(weights[f"params/{prefix}/bn/scale"])
-    bn.bias.data = torch.from_numpy(weights[f"params/{prefix}/bn/bias"])
-    bn.running_mean.data = torch.from_numpy(weights[f"batch_stats/{prefix}/bn/mean"])
-    bn.running_var.data = torch.from_numpy(weights[f"batch_stats/{prefix}/bn/var"])
-
-  for level, encoder in enumerate(model.encoders):
-    conv_bn(encoder.conv1, f"encoder_{level}/conv1")
-    conv_bn(encoder.conv2, f"encoder_{level}/conv2")
-  for decoder, level in zip(model.decoders, reversed(range(num_levels - 1))):
-    kernel = weights[f"params/decoder_{level}/upconv/kernel"]  # [2, 2, 2, C, O]
-    # PyTorch's ConvTranspose3d weight [C, O, 2, 2, 2] is flax's kernel flipped (layers.UpConv).
-    decoder.upconv.weight.data = torch.from_numpy(
-        np.ascontiguousarray(kernel[::-1, ::-1, ::-1].transpose(3, 4, 0, 1, 2)))
-    decoder.upconv.bias.data = torch.from_numpy(weights[f"params/decoder_{level}/upconv/bias"])
-    conv_bn(decoder.conv1, f"decoder_{level}/conv1")
-    conv_bn(decoder.conv2, f"decoder_{level}/conv2")
-  model.classifier.weight.data = torch.from_numpy(np.ascontiguousarray(
-      weights["params/classifier/kernel"].transpose(4, 3, 0, 1, 2)))
-  model.classifier.bias.data = torch.from_numpy(weights["params/classifier/bias"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +94,8 @@ def _worker_torch(args, workdir: str) -> dict:
   import monai  # pylint: disable=g-import-not-at-top
   from monai.inferers import sliding_window_inference  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  model = _torch_twin(args.base_features)
-  _load_into_torch(model, dict(np.load(os.path.join(workdir, "weights.npz"))))
+  model = torch_unet3d.build(args.base_features)
+  torch_unet3d.copy_weights(model, dict(np.load(os.path.join(workdir, "weights.npz"))))
   model.eval()
   scan = np.load(os.path.join(workdir, "scan.npy"))
   x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scan, -1, 0))[None])

@@ -45,8 +45,10 @@ import time
 
 import numpy as np
 
-NUM_CLASSES = 4
-NUM_MODALITIES = 2
+import torch_unet3d  # benchmarks/torch_unet3d.py (this script's folder is on sys.path)
+
+NUM_CLASSES = torch_unet3d.NUM_CLASSES
+NUM_MODALITIES = torch_unet3d.NUM_MODALITIES
 LEARNING_RATE = 1e-3
 MOMENTUM = 0.5
 
@@ -68,88 +70,6 @@ def _reset_peak_rss() -> bool:
     return True
   except OSError:
     return False
-
-
-# ---------------------------------------------------------------------------------------------
-# The PyTorch twin.
-
-
-def _torch_twin(base_features: int, num_levels: int = 4):
-  """`UNet3DTorch`, NCDHW, layer for layer medjax's UNet3D (torch imported lazily)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
-
-  def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=True),
-                         nn.BatchNorm3d(cout, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True))
-
-  class UNet3DTorch(nn.Module):
-    """Çiçek et al. 3D U-Net with BatchNorm (medjax.models.unet3d.UNet3D's twin)."""
-
-    def __init__(self):
-      super().__init__()
-      f = base_features
-      self.encoders = nn.ModuleList()
-      cin = NUM_MODALITIES
-      for level in range(num_levels):
-        width = f * 2**level
-        self.encoders.append(nn.Sequential(conv_bn_relu(cin, width),
-                                           conv_bn_relu(width, 2 * width)))
-        cin = 2 * width
-      self.upconvs, self.decoders = nn.ModuleList(), nn.ModuleList()
-      for level in reversed(range(num_levels - 1)):
-        width = 2 * f * 2**level
-        self.upconvs.append(nn.ConvTranspose3d(cin, cin, 2, stride=2))
-        self.decoders.append(nn.Sequential(conv_bn_relu(cin + width, width),
-                                           conv_bn_relu(width, width)))
-        cin = width
-      self.classifier = nn.Conv3d(cin, NUM_CLASSES, 1)
-
-    def forward(self, x):
-      skips = []
-      for encoder in self.encoders[:-1]:
-        x = encoder(x)
-        skips.append(x)
-        x = torch.nn.functional.max_pool3d(x, 2)
-      x = self.encoders[-1](x)
-      for upconv, decoder, skip in zip(self.upconvs, self.decoders, reversed(skips)):
-        x = decoder(torch.cat([skip, upconv(x)], dim=1))
-      return self.classifier(x)
-
-  return UNet3DTorch()
-
-
-def _copy_weights_into_twin(model, flat: dict[str, np.ndarray], num_levels: int = 4) -> None:
-  """Copies medjax UNet3D variables (keys `params/...`, `batch_stats/...`) into the twin."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  def tensor(a: np.ndarray):
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-  def conv_bn(module, prefix: str) -> None:
-    conv, bn = module[0], module[1]
-    conv.weight.data = tensor(flat[f"params/{prefix}/conv/kernel"].transpose(4, 3, 0, 1, 2))
-    conv.bias.data = tensor(flat[f"params/{prefix}/conv/bias"])
-    bn.weight.data = tensor(flat[f"params/{prefix}/bn/scale"])
-    bn.bias.data = tensor(flat[f"params/{prefix}/bn/bias"])
-    bn.running_mean.data = tensor(flat[f"batch_stats/{prefix}/bn/mean"])
-    bn.running_var.data = tensor(flat[f"batch_stats/{prefix}/bn/var"])
-
-  for level, encoder in enumerate(model.encoders):
-    conv_bn(encoder[0], f"encoder_{level}/conv1")
-    conv_bn(encoder[1], f"encoder_{level}/conv2")
-  for upconv, decoder, level in zip(model.upconvs, model.decoders,
-                                    reversed(range(num_levels - 1))):
-    # ConvTranspose3d weight [C, O, 2, 2, 2] = flax's kernel [2, 2, 2, C, O] flipped
-    # (layers.UpConv's docstring).
-    kernel = flat[f"params/decoder_{level}/upconv/kernel"]
-    upconv.weight.data = tensor(kernel[::-1, ::-1, ::-1].transpose(3, 4, 0, 1, 2))
-    upconv.bias.data = tensor(flat[f"params/decoder_{level}/upconv/bias"])
-    conv_bn(decoder[0], f"decoder_{level}/conv1")
-    conv_bn(decoder[1], f"decoder_{level}/conv2")
-  model.classifier.weight.data = tensor(
-      flat["params/classifier/kernel"].transpose(4, 3, 0, 1, 2))
-  model.classifier.bias.data = tensor(flat["params/classifier/bias"])
 
 
 def _torch_dice_loss(logits, labels):
@@ -298,8 +218,8 @@ class _TorchWorker:
     import torch  # pylint: disable=g-import-not-at-top
     self.torch = torch
     torch.set_num_threads(os.cpu_count())
-    self.model = _torch_twin(args.base_features)
-    _copy_weights_into_twin(self.model, dict(np.load(os.path.join(workdir, "weights.npz"))))
+    self.model = torch_unet3d.build(args.base_features)
+    torch_unet3d.copy_weights(self.model, dict(np.load(os.path.join(workdir, "weights.npz"))))
     x = np.load(os.path.join(workdir, "x.npy"))
     self.x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
     self.labels = torch.from_numpy(np.load(os.path.join(workdir, "labels.npy")).astype(np.int64))

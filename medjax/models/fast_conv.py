@@ -41,8 +41,8 @@ def _conv2d(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Array
 # (one per core); all at once or one after the other they are slower, and all at once they also
 # pile up their temporaries. So a piece holds at most `_PIECE_BYTES` of input and piece i starts
 # after piece i - `_IN_FLIGHT` is done (`_tie`). For the whole paper U-Net train step, 4, 8 and
-# 16 MiB pieces were within 6 % of each other; every piece is a few more compiled kernels, and
-# XLA keeps ~1.25 MB of memory per compiled kernel, so 8 MiB.
+# 16 MiB pieces were within 6 % of each other (32 MiB: 8 % slower with Winograd); every piece is
+# a few more compiled kernels, and XLA keeps 0.5-1.25 MB of memory per compiled kernel, so 8 MiB.
 _PIECE_BYTES = 8 * 2**20
 _IN_FLIGHT = 2
 # More pieces per convolution make XLA's algebraic simplifier give up on the chain of updates
@@ -276,7 +276,7 @@ def _conv2d_kernel_grad(x: jax.Array, g: jax.Array, window: tuple[int, int]) -> 
   ph, pw = kh // 2, kw // 2
   c, o = x.shape[-1], g.shape[-1]
   if not o < 32 <= c:
-    k_struct = jax.ShapeDtypeStruct((kh, kw, x.shape[-1], o), g.dtype)
+    k_struct = jax.ShapeDtypeStruct((kh, kw, c, o), g.dtype)
     return jax.linear_transpose(lambda k: _conv2d(x, k, (ph, pw)), k_struct)(g)[0]
   h, w = x.shape[1:3]
   xp = jnp.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models import layers
+
 Dtype = Any
 
 
@@ -88,41 +90,9 @@ class DownConv2x(nn.Module):
     return y + bias if bias is not None else y
 
 
-class UpConv2x(nn.Module):
-  """2x2x2 transposed convolution with stride 2, as one matmul and a depth-to-space.
-
-  `y[b, 2i+p, 2j+q, 2k+r, o] = bias[o] + sum_c x[b, i, j, k, c] * kernel[1-p, 1-q, 1-r, c, o]`,
-  which is what `nn.ConvTranspose(features, (2, 2, 2), strides=(2, 2, 2), padding='VALID')`
-  computes with the same `kernel` `[2, 2, 2, C, O]` and `bias` `[O]` (flax's transposed
-  convolution flips the kernel; PyTorch's `ConvTranspose3d` weight `[C, O, 2, 2, 2]` maps to
-  `kernel[p, q, r, c, o] = weight[c, o, 1-p, 1-q, 1-r]`). One bias per output channel, as in
-  PyTorch, so the parameter count is `8 * C * O + O`.
-
-  Attributes:
-    features: output channels O.
-    use_bias: whether to add a bias.
-    dtype: computation dtype (None: from the inputs).
-    param_dtype: parameter dtype.
-  """
-  features: int
-  use_bias: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """`x` `[B, D, H, W, C]` -> `[B, 2D, 2H, 2W, features]`."""
-    b, d, h, w, c = x.shape
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, 2, c, self.features),
-                        self.param_dtype)
-    bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    # [C, (p, q, r, O)] with the flip that matches flax's ConvTranspose.
-    k = kernel[::-1, ::-1, ::-1].transpose(3, 0, 1, 2, 4).reshape(c, 8 * self.features)
-    y = (x @ k).reshape(b, d, h, w, 2, 2, 2, self.features)
-    y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, 2 * d, 2 * h, 2 * w, self.features)
-    return y + bias if bias is not None else y
+# The 2x2x2 stride-2 transposed convolution as one matmul and a depth-to-space: the U-Net's layer
+# (same parameters as `nn.ConvTranspose(O, (2, 2, 2), strides=(2, 2, 2), padding='VALID')`).
+UpConv2x = layers.UpConv
 
 
 class Conv3D(nn.Module):
