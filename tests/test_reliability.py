@@ -513,7 +513,7 @@ def test_corrupt_and_missing_checkpoints(reference, tmp_path):
   shutil.rmtree(latest)  # doing what the message says works
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(_variables(workdir)))
 
-  with pytest.raises(ValueError, match=rf"No checkpoint for step 99 .*holds steps \[.*\]"):
+  with pytest.raises(ValueError, match=r"No checkpoint for step 99 .*holds steps \[.*\]"):
     checkpoint.restore_model(str(workdir), which="99")
   for step in _complete_steps(workdir):  # only a partial write left: never picked
     (workdir / "checkpoints" / str(step)).rename(

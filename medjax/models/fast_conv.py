@@ -295,7 +295,6 @@ def _winograd_kernel_grad(x: jax.Array, g_out: jax.Array,
   m = _winograd_block_size(d)
   at, g, bt = _winograd_matrices(m, kd)
   n = -(-d // m)
-  pads = (kh // 2, kw // 2)
   sums, parts = None, []
   for v, i0, i1 in _winograd_pieces(b, n, x[0, 0].size * x.dtype.itemsize, m):
     # Not before g_out exists (else XLA makes these copies in the forward pass), and at most

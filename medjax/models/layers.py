@@ -13,12 +13,10 @@
   default, through XLA's 2D convolution with Winograd's F(4, 3) along depth on CPU.
 """
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-from jax import lax
 import jax.numpy as jnp
 
 from medjax.models.fast_conv import CONV_METHODS, Conv3D, conv3d  # pylint: disable=unused-import
