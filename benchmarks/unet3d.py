@@ -95,6 +95,7 @@ class _MedjaxWorker:
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     import optax  # pylint: disable=g-import-not-at-top
     from medjax import compile_cache  # pylint: disable=g-import-not-at-top
+    from medjax import compile_options  # pylint: disable=g-import-not-at-top
     from medjax import losses  # pylint: disable=g-import-not-at-top
     from medjax.models import unet3d  # pylint: disable=g-import-not-at-top
     self.jax = jax
@@ -133,8 +134,11 @@ class _MedjaxWorker:
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    self.forward_fn = jax.jit(forward)
-    self.train_fn = jax.jit(train_step, donate_argnums=(0, 1, 2))
+    # medjax's own compiler options (medjax.compile_options), as train_lib and inference use;
+    # --xla_defaults compiles with XLA's defaults instead.
+    options = None if args.xla_defaults else compile_options.for_backend()
+    self.forward_fn = jax.jit(forward, compiler_options=options)
+    self.train_fn = jax.jit(train_step, donate_argnums=(0, 1, 2), compiler_options=options)
     self.forward_exe = self.train_exe = None
     self.state = None
 
@@ -176,7 +180,10 @@ class _MedjaxWorker:
   def start_train(self) -> dict:
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     jax = self.jax
+    # Training is measured without the forward executable: drop it, and JAX's compilation caches,
+    # which would keep it alive (~100 MB at base 32).
     self.forward_exe = None
+    jax.clear_caches()
     params = self.variables["params"]
     # Own copies: the step donates (overwrites) its parameter and optimiser buffers.
     self.state = (jax.tree.map(jnp.copy, params),
@@ -304,6 +311,8 @@ class _Child:
       cmd += ["--compile_cache", args.compile_cache]
     if args.keep_compiler_memory:
       cmd.append("--keep_compiler_memory")
+    if args.xla_defaults:
+      cmd.append("--xla_defaults")
     self.name = name
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self.info = self._read()
@@ -381,7 +390,8 @@ def _report(r: dict) -> str:
   names = [n for n in ("medjax", "torch") if n in r]
   lines = [f"UNet3D base {cfg['base_features']} ({r['medjax']['info']['params']:,} params), "
            f"input {cfg['batch']}x{cfg['size']}^3x{NUM_MODALITIES}, {NUM_CLASSES} classes, "
-           f"medjax conv_method={cfg['conv_method']} dtype={cfg['dtype']} remat={cfg['remat']}; "
+           f"medjax conv_method={cfg['conv_method']} dtype={cfg['dtype']} remat={cfg['remat']} "
+           f"compile options {'XLA defaults' if cfg.get('xla_defaults') else 'medjax'}; "
            f"{r['cpu_count']} CPUs, load average {r['load_before'][0]:.1f} before / "
            f"{r['load_after'][0]:.1f} after; median of {cfg['repeats']} after {cfg['warmup']} "
            "warm-up, frameworks alternating call by call.",
@@ -426,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="medjax: persistent compilation cache directory (compile_cache.enable)")
   parser.add_argument("--keep_compiler_memory", action="store_true",
                       help="medjax: skip compile_cache.release_compiler_memory() after compiling")
+  parser.add_argument("--xla_defaults", action="store_true",
+                      help="medjax: compile with XLA's default options, not medjax.compile_options")
   parser.add_argument("--skip_torch", action="store_true", help="medjax only")
   parser.add_argument("--json", default="", help="also write the results to this file")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)

@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from medjax import checkpoint
 from medjax import compile_cache
+from medjax import compile_options
 from medjax import inference
 from medjax import input_pipeline
 from medjax import losses
@@ -133,7 +134,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                            num_classes=config.dataset.num_classes,
                            augment_fn=_augment_fn(config))
   return jax.jit(step, in_shardings=(replicated, data, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+                 out_shardings=(replicated, replicated), donate_argnums=0,
+                 compiler_options=compile_options.for_backend())
 
 
 def init_state(config: ml_collections.ConfigDict, model: Any, rng: jax.Array,

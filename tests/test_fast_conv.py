@@ -93,6 +93,32 @@ def test_row_pieces_cover_all_rows_within_budget(monkeypatch):
   assert fast_conv._row_pieces(5, 1000) == [(i, i + 1) for i in range(5)]  # one row at least
   assert len(fast_conv._row_pieces(1000, 1000)) == fast_conv._MAX_PIECES
   assert fast_conv._row_pieces(7, 1) == [(0, 7)]
+  # The backward pass: half as many pieces, but two where the forward pass has two or more.
+  assert len(fast_conv._row_pieces(10, 30, backward=True)) == 2
+  assert len(fast_conv._row_pieces(20, 30, backward=True)) == 4  # forward: 7 pieces
+  assert len(fast_conv._row_pieces(4, 50, backward=True)) == 2  # forward: 2 pieces
+  assert fast_conv._row_pieces(7, 1, backward=True) == [(0, 7)]
+
+
+@pytest.mark.parametrize("method", FAST_METHODS + ("xla",))
+def test_conv3d_of_several_inputs_equals_conv_of_their_concatenation(method, tiny_pieces):
+  skip, up = _normal((2, 4, 3, 5, 2), 30), _normal((2, 4, 3, 5, 3), 31)
+  kernel, w = _normal((3, 3, 3, 5, 4), 32, scale=0.3), _normal((2, 4, 3, 5, 4), 33)
+  loss = lambda y: jnp.sum(y * w)
+  y = layers.conv3d([skip, up], kernel, method=method)
+  y_ref = layers.conv3d(jnp.concatenate([skip, up], axis=-1), kernel, method="xla")
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  grads = jax.grad(lambda s, u, k: loss(layers.conv3d((s, u), k, method=method)),
+                   argnums=(0, 1, 2))(skip, up, kernel)
+  grads_ref = jax.grad(lambda s, u, k: loss(layers.conv3d(jnp.concatenate([s, u], -1), k,
+                                                          method="xla")),
+                       argnums=(0, 1, 2))(skip, up, kernel)
+  for a, b in zip(grads, grads_ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The module: one kernel over the summed channels, as nn.Conv on the concatenation.
+  variables = layers.Conv3D(4, method=method).init(jax.random.key(0), [skip, up])
+  assert variables["params"]["kernel"].shape == (3, 3, 3, 5, 4)
 
 
 def test_auto_is_winograd_on_cpu():
@@ -164,8 +190,10 @@ def test_conv3d_rejects_bad_arguments():
     layers.conv3d(x, jnp.zeros((3, 3, 3, 2, 2)), method="fft")
   with pytest.raises(ValueError, match=r"odd kernel sizes.*\(2, 3, 3, 2, 2\)"):
     layers.conv3d(x, jnp.zeros((2, 3, 3, 2, 2)))
-  with pytest.raises(ValueError, match="same C"):
+  with pytest.raises(ValueError, match=r"sum C_i = C.*kernel shape \(3, 3, 3, 3, 2\)"):
     layers.conv3d(x, jnp.zeros((3, 3, 3, 3, 2)))
+  with pytest.raises(ValueError, match=r"\(1, 4, 4, 4, 2\), \(1, 4, 4, 2, 1\)"):
+    layers.conv3d([x, jnp.zeros((1, 4, 4, 2, 1))], jnp.zeros((3, 3, 3, 3, 2)))
   with pytest.raises(ValueError, match="conv_method"):
     layers.ConvBNReLU(4, conv_method="fft").init(jax.random.key(0), x, train=False)
 

@@ -95,6 +95,78 @@ def test_max_pool_2x_equals_nn_max_pool():
     layers.max_pool_2x(jnp.zeros((1, 3, 4, 4, 2)))
 
 
+def test_max_pool_2x_gradient_goes_to_the_first_maximum_at_ties():
+  # One 2x2x2 window per channel (2 channels): channel 0 all equal, channel 1 with its maximum 5
+  # twice, at (0, 1, 1) and (1, 0, 1). PyTorch's max_pool3d sends the gradient to one element,
+  # the first in (depth, height, width) order: (0, 0, 0) and (0, 1, 1).
+  x = np.ones((1, 2, 2, 2, 2), np.float32)
+  x[0, :, :, :, 1] = [[[0, 1], [2, 5]], [[3, 5], [4, 1]]]
+  g = jax.grad(lambda x: jnp.sum(layers.max_pool_2x(x) * jnp.asarray([[[[[2.0, 3.0]]]]])))(
+      jnp.asarray(x))
+  expected = np.zeros_like(x)
+  expected[0, 0, 0, 0, 0] = 2.0
+  expected[0, 0, 1, 1, 1] = 3.0
+  np.testing.assert_array_equal(g, expected)
+  np.testing.assert_array_equal(layers.max_pool_2x(jnp.asarray(x)).reshape(-1), [1.0, 5.0])
+
+
+class _FlaxBatchNormReLU(nn.Module):
+  """The reference: flax's BatchNorm, then ReLU, differentiated by JAX."""
+
+  @nn.compact
+  def __call__(self, x, use_running_average):
+    return nn.relu(nn.BatchNorm(use_running_average=use_running_average, momentum=0.9,
+                                epsilon=1e-5, name="bn")(x))
+
+
+def test_batch_norm_relu_equals_flax_batch_norm_then_relu():
+  x = 2.0 * _normal((2, 3, 4, 5, 6), 20) + 0.5
+  x = x.at[..., 2].set(1.5)  # a constant channel: variance 0 (or a rounding error below it)
+  fused, reference = layers.BatchNormReLU(name="bn"), _FlaxBatchNormReLU()
+  init = lambda m: m.init(jax.random.key(0), x, use_running_average=False)
+  v_fused, v_ref = init(fused), init(reference)
+  # The same variables (names, shapes, initial values), so checkpoints are interchangeable.
+  ref_vars = {"params": v_ref["params"]["bn"], "batch_stats": v_ref["batch_stats"]["bn"]}
+  assert jax.tree.structure(v_fused) == jax.tree.structure(ref_vars)
+  for a, b in zip(jax.tree.leaves(v_fused), jax.tree.leaves(ref_vars)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  params = {"scale": 1.0 + 0.3 * _normal((6,), 21), "bias": 0.3 * _normal((6,), 22)}
+  stats = {"mean": 0.1 * _normal((6,), 23), "var": 1.0 + jnp.abs(_normal((6,), 24))}
+  w = _normal(x.shape, 25)
+
+  def loss(module, wrap, p, x):
+    y, updates = module.apply({"params": wrap(p), "batch_stats": wrap(stats)}, x,
+                              use_running_average=False, mutable=["batch_stats"])
+    new = updates["batch_stats"]["bn"] if "bn" in updates["batch_stats"] else updates[
+        "batch_stats"]
+    # The running statistics are differentiated too (through the batch mean and variance).
+    return jnp.sum(y * w) + jnp.sum(new["mean"] * w[0, 0, 0, 0]) + jnp.sum(new["var"] ** 2), (
+        y, new)
+
+  fused_loss = lambda p, x: loss(fused, lambda t: t, p, x)
+  ref_loss = lambda p, x: loss(reference, lambda t: {"bn": t}, p, x)
+  (l_fused, (y_fused, new_fused)), g_fused = jax.value_and_grad(
+      fused_loss, argnums=(0, 1), has_aux=True)(params, x)
+  (l_ref, (y_ref, new_ref)), g_ref = jax.value_and_grad(
+      ref_loss, argnums=(0, 1), has_aux=True)(params, x)
+  np.testing.assert_allclose(y_fused, y_ref, rtol=1e-6, atol=1e-6)
+  assert float(jnp.min(y_fused)) == 0.0  # the ReLU clipped something
+  np.testing.assert_allclose(l_fused, l_ref, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves((new_fused, g_fused)), jax.tree.leaves((new_ref, g_ref))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # Inference: the running statistics.
+  y_eval = fused.apply({"params": params, "batch_stats": stats}, x, use_running_average=True)
+  y_eval_ref = reference.apply({"params": {"bn": params}, "batch_stats": {"bn": stats}}, x,
+                               use_running_average=True)
+  np.testing.assert_allclose(y_eval, y_eval_ref, rtol=1e-6, atol=1e-6)
+  # bfloat16 compute: bfloat16 output, statistics still float32.
+  z, mean, var = layers.batch_norm_relu(x.astype(jnp.bfloat16), params["scale"], params["bias"],
+                                        dtype=jnp.bfloat16)
+  assert z.dtype == jnp.bfloat16 and mean.dtype == var.dtype == jnp.float32
+  np.testing.assert_allclose(z.astype(jnp.float32), y_ref, rtol=2e-2, atol=2e-2)
+
+
 def _expected_unet_params(in_channels: int, num_classes: int, base: int, levels: int) -> int:
   """Count from the layer shapes (every conv has a bias, every BatchNorm a scale and offset)."""
   conv = lambda cin, cout, k=3: k**3 * cin * cout + cout

@@ -40,26 +40,39 @@ def _conv2d(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Array
 # at ~75 GFLOP/s, pieces of one to four 64 x 64 slices at 130-190 GFLOP/s when two run at a time
 # (one per core); all at once or one after the other they are slower, and all at once they also
 # pile up their temporaries. So a piece holds at most `_PIECE_BYTES` of input and piece i starts
-# after piece i - `_IN_FLIGHT` is done (`_tie`). For the whole paper U-Net train step, 4, 8 and
+# after piece i - `_IN_FLIGHT` is done (`tie`). For the whole paper U-Net train step, 4, 8 and
 # 16 MiB pieces were within 6 % of each other (32 MiB: 8 % slower with Winograd); every piece is
 # a few more compiled kernels, and XLA keeps 0.5-1.25 MB of memory per compiled kernel, so 8 MiB.
 _PIECE_BYTES = 8 * 2**20
+# The backward pass (input and kernel gradients) runs in half as many pieces (but never fewer than
+# `_IN_FLIGHT` where the forward pass has that many, so both cores stay busy): half the compiled
+# kernels there, for ~100 MB less resident executable with the paper U-Net's train step (16 MiB
+# pieces everywhere made the forward pass 20 % slower).
+_BACKWARD_PIECE_FACTOR = 2
 _IN_FLIGHT = 2
 # More pieces per convolution make XLA's algebraic simplifier give up on the chain of updates
 # that assembles the output (it logs "stuck in a circular simplification loop" at 64).
 _MAX_PIECES = 32
 
 
-def _row_pieces(num_rows: int, row_bytes: int) -> list[tuple[int, int]]:
-  """Splits rows [0, num_rows) into near-equal contiguous pieces of at most `_PIECE_BYTES`
-  (at most `_MAX_PIECES` pieces)."""
-  rows_per_piece = max(1, _PIECE_BYTES // row_bytes)
-  pieces = min(_MAX_PIECES, -(-num_rows // rows_per_piece))
+def _piece_count(units: int, unit_bytes: int, backward: bool) -> int:
+  """How many pieces `units` units of `unit_bytes` each are cut into: pieces of at most
+  `_PIECE_BYTES` (at least one unit), at most `_MAX_PIECES`; for the backward pass half as many,
+  but at least `min(forward count, _IN_FLIGHT)`."""
+  count = min(_MAX_PIECES, -(-units // max(1, _PIECE_BYTES // unit_bytes)))
+  if backward:
+    count = max(-(-count // _BACKWARD_PIECE_FACTOR), min(count, _IN_FLIGHT))
+  return count
+
+
+def _row_pieces(num_rows: int, row_bytes: int, backward: bool = False) -> list[tuple[int, int]]:
+  """Splits rows [0, num_rows) into `_piece_count` near-equal contiguous pieces."""
+  pieces = _piece_count(num_rows, row_bytes, backward)
   bounds = [round(i * num_rows / pieces) for i in range(pieces + 1)]
   return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _tie(x: jax.Array, *deps: jax.Array) -> jax.Array:
+def tie(x: jax.Array, *deps: jax.Array) -> jax.Array:
   """`x`, data-dependent on `deps` (`x + 0 * dep[0]`), so that XLA computes what is made from it
   only after `deps`. XLA's CPU scheduler otherwise starts independent work early: all pieces of
   a convolution at once, and the kernel gradients' layout copies of the inputs already in the
@@ -100,7 +113,8 @@ def _slab_or_zeros(x: jax.Array, before: int, after: int, r0: int, r1: int) -> j
   return rows if rows is not None else jnp.zeros((r1 - r0, *x.shape[2:]), x.dtype)
 
 
-def _rows_conv(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
+def _rows_conv(x: jax.Array, kernel: jax.Array, method: str,
+               backward: bool = False) -> jax.Array:
   """SAME, stride-1 3D convolution `[B, D, H, W, C]` -> `[B, D, H, W, O]` (see `conv3d`) through
   2D convolutions over (H, W) of the rows of `x` padded in depth (`_slab`):
   `out[r] = sum_a conv2d(rows[r + a], kernel[a])`, computed in pieces of rows. Output row
@@ -118,11 +132,11 @@ def _rows_conv(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
     raise ValueError(f"Unknown 2D formulation {method!r}.")
   num_rows = b * period - 2 * pd
   row_bytes = x[0, 0].size * x.dtype.itemsize * (kd if method == "fold_in" else 1)
-  pieces = _row_pieces(num_rows, row_bytes)
+  pieces = _row_pieces(num_rows, row_bytes, backward)
   y = jnp.zeros((num_rows, h, w, o), x.dtype) if len(pieces) > 1 else None
   outs = []
   for r0, r1 in pieces:
-    src = _tie(x, outs[-_IN_FLIGHT]) if len(outs) >= _IN_FLIGHT else x
+    src = tie(x, outs[-_IN_FLIGHT]) if len(outs) >= _IN_FLIGHT else x
     if method == "fold_in":  # the kd shifted rows side by side in the channels
       taps = jnp.concatenate([_slab_or_zeros(src, pd, pd, r0 + a, r1 + a) for a in range(kd)],
                              axis=-1)
@@ -153,10 +167,11 @@ def _rows_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -
   pd, pads = kd // 2, (kh // 2, kw // 2)
   k_struct = jax.ShapeDtypeStruct((kh, kw, kd * c, o), g.dtype)
   parts, dk = [], None
-  for r0, r1 in _row_pieces(b * (d + 2 * pd) - 2 * pd, kd * x[0, 0].size * x.dtype.itemsize):
+  for r0, r1 in _row_pieces(b * (d + 2 * pd) - 2 * pd, kd * x[0, 0].size * x.dtype.itemsize,
+                            backward=True):
     # Not before g exists (else XLA makes these copies in the forward pass), and at most
     # `_IN_FLIGHT` pieces at a time.
-    src = _tie(x, g, *([parts[-_IN_FLIGHT]] if len(parts) >= _IN_FLIGHT else []))
+    src = tie(x, g, *([parts[-_IN_FLIGHT]] if len(parts) >= _IN_FLIGHT else []))
     taps = jnp.concatenate([_slab_or_zeros(src, pd, pd, r0 + a, r1 + a) for a in range(kd)],
                            axis=-1)
     transpose = jax.linear_transpose(lambda k, taps=taps: _conv2d(taps, k, pads), k_struct)
@@ -215,47 +230,62 @@ def _winograd_block_size(d: int) -> int:
   return 4 if d >= 4 else 2
 
 
-def _winograd_pieces(b: int, n: int, slice_bytes: int, m: int) -> list[tuple[int, int, int]]:
-  """`(volume, first block, end block)` pieces of the n Winograd blocks of each of b volumes,
-  each piece's 2D convolutions reading at most `_PIECE_BYTES` (at least one block)."""
-  blocks = max(1, _PIECE_BYTES // (m * slice_bytes))
+def _winograd_pieces(b: int, n: int, slice_bytes: int, m: int,
+                     backward: bool = False) -> list[tuple[int, int, int]]:
+  """`(volume, first block, end block)` pieces of the n Winograd blocks of each of b volumes
+  (`_piece_count` per volume: each piece's 2D convolutions read at most `_PIECE_BYTES`, or about
+  twice that in the backward pass)."""
   pieces = []
+  count = _piece_count(n, m * slice_bytes, backward)
   for v in range(b):
-    count = min(_MAX_PIECES, -(-n // blocks))
     bounds = [round(i * n / count) for i in range(count + 1)]
     pieces += [(v, i0, i1) for i0, i1 in zip(bounds[:-1], bounds[1:])]
   return pieces
 
 
-def _winograd_inputs(x: jax.Array, m: int, kd: int, v: int, i0: int, i1: int,
+def _winograd_inputs(xs: Sequence[jax.Array], m: int, kd: int, v: int, i0: int, i1: int,
                      bt: np.ndarray) -> list[jax.Array]:
   """The a = m + kd - 1 transformed inputs `[i1 - i0, H, W, C]` of blocks [i0, i1) of volume v:
   `u_j[i] = sum_t bt[j, t] x_padded[m * i + t]` (x padded in depth by kd // 2 zero slices before
-  and enough after to fill the last block)."""
-  d = x.shape[1]
+  and enough after to fill the last block), x the concatenation of `xs` along the channels (made
+  here for the piece only)."""
+  d = xs[0].shape[1]
   n = -(-d // m)
   pd = kd // 2
   after = n * m - d + pd
   period = pd + d + after
-  rows = _slab_or_zeros(x, pd, after, v * period + m * i0, v * period + m * i1 + kd - 1)
+  r0, r1 = v * period + m * i0, v * period + m * i1 + kd - 1
+  rows = [_slab_or_zeros(x, pd, after, r0, r1) for x in xs]
+  rows = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=-1)
   window = [rows[t:t + m * (i1 - i0):m] for t in range(m + kd - 1)]
   return [_combine(bt[j], window) for j in range(m + kd - 1)]
 
 
-def _winograd_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """SAME, stride-1 3D convolution (see `conv3d`) with Winograd F(m, kd) along depth and XLA's
-  2D convolution over (H, W): per block of m output slices, `y[m i + r] = sum_j at[r, j]
-  conv2d(u_j[i], k_j)` with `k_j = sum_a g[j, a] kernel[a]`, in pieces of blocks."""
+def _slice_bytes(xs: Sequence[jax.Array]) -> int:
+  """Bytes of one depth slice of the channel concatenation of `xs` (`[B, D, H, W, C_i]`)."""
+  return sum(int(np.prod(x.shape[2:])) * x.dtype.itemsize for x in xs)
+
+
+def _tie_all(xs: Sequence[jax.Array], *deps: jax.Array) -> tuple[jax.Array, ...]:
+  return tuple(tie(x, *deps) for x in xs)
+
+
+def _winograd_conv(xs: Sequence[jax.Array], kernel: jax.Array,
+                   backward: bool = False) -> jax.Array:
+  """SAME, stride-1 3D convolution (see `conv3d`) of the channel concatenation of `xs` with
+  Winograd F(m, kd) along depth and XLA's 2D convolution over (H, W): per block of m output
+  slices, `y[m i + r] = sum_j at[r, j] conv2d(u_j[i], k_j)` with `k_j = sum_a g[j, a]
+  kernel[a]`, in pieces of blocks."""
   kd, kh, kw, c, o = kernel.shape
-  b, d, h, w, _ = x.shape
+  b, d, h, w, _ = xs[0].shape
   m = _winograd_block_size(d)
   at, g, bt = _winograd_matrices(m, kd)
   n = -(-d // m)
   pads = (kh // 2, kw // 2)
   kernels = [_combine(g[j], list(kernel)) for j in range(m + kd - 1)]
   volumes, outs = [[] for _ in range(b)], []
-  for v, i0, i1 in _winograd_pieces(b, n, x[0, 0].size * x.dtype.itemsize, m):
-    src = _tie(x, outs[-_IN_FLIGHT]) if len(outs) >= _IN_FLIGHT else x
+  for v, i0, i1 in _winograd_pieces(b, n, _slice_bytes(xs), m, backward):
+    src = _tie_all(xs, outs[-_IN_FLIGHT]) if len(outs) >= _IN_FLIGHT else xs
     products = [_conv2d(u, k, pads) for u, k in
                 zip(_winograd_inputs(src, m, kd, v, i0, i1, bt), kernels)]
     out = jnp.stack([_combine(at[r], products) for r in range(m)], axis=1)  # [blocks, m, ...]
@@ -285,21 +315,21 @@ def _conv2d_kernel_grad(x: jax.Array, g: jax.Array, window: tuple[int, int]) -> 
   return jnp.stack(taps).reshape(kh, kw, c, o)
 
 
-def _winograd_kernel_grad(x: jax.Array, g_out: jax.Array,
+def _winograd_kernel_grad(xs: Sequence[jax.Array], g_out: jax.Array,
                           kernel_shape: Sequence[int]) -> jax.Array:
   """Kernel gradient of `_winograd_conv` for output gradient `g_out` `[B, D, H, W, O]`: the
   transpose of its Winograd form, `dk[a] = sum_j g[j, a] dk_j` with `dk_j` the 2D kernel gradient
   of `u_j` against `dm_j[i] = sum_r at[r, j] g_out[m i + r]`."""
   kd, kh, kw, c, o = kernel_shape
-  b, d, h, w, _ = x.shape
+  b, d, h, w, _ = xs[0].shape
   m = _winograd_block_size(d)
   at, g, bt = _winograd_matrices(m, kd)
   n = -(-d // m)
   sums, parts = None, []
-  for v, i0, i1 in _winograd_pieces(b, n, x[0, 0].size * x.dtype.itemsize, m):
+  for v, i0, i1 in _winograd_pieces(b, n, _slice_bytes(xs), m, backward=True):
     # Not before g_out exists (else XLA makes these copies in the forward pass), and at most
     # `_IN_FLIGHT` pieces at a time.
-    src = _tie(x, g_out, *([parts[-_IN_FLIGHT]] if len(parts) >= _IN_FLIGHT else []))
+    src = _tie_all(xs, g_out, *([parts[-_IN_FLIGHT]] if len(parts) >= _IN_FLIGHT else []))
     grads = _slab_or_zeros(g_out, 0, n * m - d, v * n * m + m * i0, v * n * m + m * i1)
     grads = grads.reshape(i1 - i0, m, h, w, o)
     piece = []
@@ -311,41 +341,55 @@ def _winograd_kernel_grad(x: jax.Array, g_out: jax.Array,
   return jnp.stack([_combine(g[:, a], sums) for a in range(kd)])
 
 
-def _conv_2d_method(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
+def _concat(xs: Sequence[jax.Array]) -> jax.Array:
+  return xs[0] if len(xs) == 1 else jnp.concatenate(xs, axis=-1)
+
+
+def _conv_2d_method(xs: Sequence[jax.Array], kernel: jax.Array, method: str,
+                    backward: bool = False) -> jax.Array:
   if method == "winograd" and kernel.shape[0] > 1:
-    return _winograd_conv(x, kernel)
-  return _rows_conv(x, kernel, "sum" if method == "winograd" else method)
+    return _winograd_conv(xs, kernel, backward)
+  return _rows_conv(_concat(xs), kernel, "sum" if method == "winograd" else method, backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3d_fast(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
-  return _conv_2d_method(x, kernel, method)
+def _conv3d_fast(xs: tuple[jax.Array, ...], kernel: jax.Array, method: str) -> jax.Array:
+  return _conv_2d_method(xs, kernel, method)
 
 
-def _conv3d_fast_fwd(x, kernel, method):
-  # Residuals are the input and the kernel only, not the stacked, padded or transformed copies.
-  return _conv_2d_method(x, kernel, method), (x, kernel)
+def _conv3d_fast_fwd(xs, kernel, method):
+  # Residuals are the inputs and the kernel only, not the stacked, padded or transformed copies.
+  return _conv_2d_method(xs, kernel, method), (xs, kernel)
 
 
 def _conv3d_fast_bwd(method, residuals, g):
-  x, kernel = residuals
+  xs, kernel = residuals
   # The transposed SAME convolution is the SAME convolution with the kernel flipped in space
-  # and its in/out channels swapped.
-  flipped = jnp.flip(kernel, (0, 1, 2)).swapaxes(3, 4).astype(g.dtype)
+  # and its in/out channels swapped. Tied to g: else XLA transforms the flipped kernel in the
+  # forward pass and keeps it until here.
+  flipped = jnp.flip(tie(kernel, g), (0, 1, 2)).swapaxes(3, 4).astype(g.dtype)
+  xs_g = tuple(x.astype(g.dtype) for x in xs)
   if method == "winograd" and kernel.shape[0] > 1:
-    dk = _winograd_kernel_grad(x.astype(g.dtype), g, kernel.shape)
+    dk = _winograd_kernel_grad(xs_g, g, kernel.shape)
   else:
-    dk = _rows_kernel_grad(x.astype(g.dtype), g, kernel.shape)
+    dk = _rows_kernel_grad(_concat(xs_g), g, kernel.shape)
   # dx after dk: otherwise XLA defers every kernel gradient to the end of the backward pass (only
-  # the optimiser needs them), keeping every layer's input alive until then.
-  dx = _conv_2d_method(_tie(g, dk), flipped, method)
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+  # the optimiser needs them), keeping every layer's input alive until then. One convolution
+  # per input, each to its own channels, so that no gradient of the whole concatenation is
+  # formed.
+  g = tie(g, dk)
+  bounds = np.cumsum([0] + [x.shape[-1] for x in xs])
+  dxs = tuple(_conv_2d_method((g,), flipped[..., c0:c1], method, backward=True)
+              .astype(x.dtype)
+              for x, c0, c1 in zip(xs, bounds[:-1], bounds[1:]))
+  return dxs, dk.astype(kernel.dtype)
 
 
 _conv3d_fast.defvjp(_conv3d_fast_fwd, _conv3d_fast_bwd)
 
 
-def conv3d(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Array:
+def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *,
+           method: str = "auto") -> jax.Array:
   """Stride-1 3D convolution with SAME padding, `[B, D, H, W, C]` * `[kd, kh, kw, C, O]`.
 
   `y[b, d, h, w, o] = sum_{a,p,q,c} x[b, d+a-kd//2, h+p-kh//2, w+q-kw//2, c] kernel[a, p, q, c, o]`
@@ -375,8 +419,13 @@ def conv3d(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Arra
   `x` and `kernel` are kept for the backward pass. Reverse-mode differentiation only (no
   `jax.jvp`).
 
+  `x` may be a sequence of arrays `[B, D, H, W, C_i]` (a U-Net decoder's skip and up-sampled
+  inputs): the convolution of their concatenation along the channels, `sum C_i = C`, which the
+  2D methods never form (only piece by piece), nor its gradient (one per input). That saves
+  the concatenation's memory in the forward pass and its gradient's in the backward pass.
+
   Args:
-    x: input `[B, D, H, W, C]`.
+    x: input `[B, D, H, W, C]`, or a sequence of inputs to read as their concatenation.
     kernel: `[kd, kh, kw, C, O]` with odd kd, kh, kw.
     method: one of `CONV_METHODS`.
 
@@ -385,21 +434,25 @@ def conv3d(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Arra
   """
   if method not in CONV_METHODS:
     raise ValueError(f"conv3d method must be one of {CONV_METHODS}; got {method!r}.")
-  if x.ndim != 5 or kernel.ndim != 5 or x.shape[-1] != kernel.shape[3]:
-    raise ValueError(f"conv3d needs x [B, D, H, W, C] and kernel [kd, kh, kw, C, O] with the same "
-                     f"C; got x shape {x.shape} and kernel shape {kernel.shape}.")
+  xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+  shapes = [tuple(x.shape) for x in xs]
+  if (not xs or kernel.ndim != 5 or any(len(s) != 5 or s[:4] != shapes[0][:4] for s in shapes)
+      or sum(s[-1] for s in shapes) != kernel.shape[3]):
+    raise ValueError(f"conv3d needs x [B, D, H, W, C] (or inputs [B, D, H, W, C_i] with "
+                     f"sum C_i = C) and kernel [kd, kh, kw, C, O]; got x shape(s) "
+                     f"{', '.join(map(str, shapes))} and kernel shape {kernel.shape}.")
   if any(k % 2 == 0 for k in kernel.shape[:3]):
     raise ValueError(f"conv3d (SAME padding) needs odd kernel sizes; got kernel shape "
                      f"{kernel.shape}.")
-  dtype = jnp.result_type(x, kernel)
-  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  dtype = jnp.result_type(*xs, kernel)
+  xs, kernel = tuple(x.astype(dtype) for x in xs), kernel.astype(dtype)
   if method == "auto" and jax.default_backend() != "cpu":
     method = "xla"  # GPU/TPU convolution libraries handle 3D convolutions well
   if method == "xla":
     pads = [(k // 2, k // 2) for k in kernel.shape[:3]]
-    return lax.conv_general_dilated(x, kernel, (1, 1, 1), pads,
+    return lax.conv_general_dilated(_concat(xs), kernel, (1, 1, 1), pads,
                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-  return _conv3d_fast(x, kernel, "winograd" if method == "auto" else method)
+  return _conv3d_fast(xs, kernel, "winograd" if method == "auto" else method)
 
 
 class Conv3D(nn.Module):
@@ -407,7 +460,8 @@ class Conv3D(nn.Module):
   O]`, lecun-normal; `bias` `[O]`, zeros), computed by `conv3d`.
 
   `y = conv3d(x, kernel) + bias`; interchangeable with `nn.Conv(features, kernel_size,
-  padding='SAME')` (same names, shapes, initialisers and values).
+  padding='SAME')` (same names, shapes, initialisers and values). `x` may be a sequence of
+  inputs, read as their concatenation along the channels without forming it (`conv3d`).
 
   Attributes:
     features: output channels O.
@@ -425,12 +479,14 @@ class Conv3D(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """`x` `[B, D, H, W, C]` -> `[B, D, H, W, features]`."""
+  def __call__(self, x: jax.Array | Sequence[jax.Array]) -> jax.Array:
+    """`x` `[B, D, H, W, C]` (or inputs `[B, D, H, W, C_i]`) -> `[B, D, H, W, features]`."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+                        (*self.kernel_size, sum(x.shape[-1] for x in xs), self.features),
+                        self.param_dtype)
     bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
             if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv3d(x, kernel, method=self.method)
+    *xs, kernel, bias = nn.dtypes.promote_dtype(*xs, kernel, bias, dtype=self.dtype)
+    y = conv3d(xs, kernel, method=self.method)
     return y + bias if bias is not None else y
