@@ -13,14 +13,13 @@ benchmarks/unet3d.py; this one shows which layers the time goes to.
 
 import argparse
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from medjax.models import fast_conv
+from models import timed_median  # benchmarks/models.py (this script's folder is on sys.path)
 
 
 def unet_layers(base: int, size: int) -> list[tuple[int, int, int]]:
@@ -32,16 +31,6 @@ def unet_layers(base: int, size: int) -> list[tuple[int, int, int]]:
           (s // 2, 12 * b, 4 * b), (s // 2, 4 * b, 4 * b), (s, 6 * b, 2 * b), (s, 2 * b, 2 * b)]
 
 
-def median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (and compilation)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def time_medjax(method: str, x, kernel, g, input_grad: bool, repeats: int) -> tuple[float, float]:
   forward = jax.jit(lambda x, k: fast_conv.conv3d(x, k, method=method))
 
@@ -51,8 +40,9 @@ def time_medjax(method: str, x, kernel, g, input_grad: bool, repeats: int) -> tu
     dx, dk = vjp(g)
     return (y, dx, dk) if input_grad else (y, dk)
 
-  return (median_seconds(lambda: forward(x, kernel).block_until_ready(), repeats),
-          median_seconds(lambda: jax.block_until_ready(forward_backward(x, kernel, g)), repeats))
+  return (timed_median(lambda: forward(x, kernel).block_until_ready(), 1, repeats),
+          timed_median(lambda: jax.block_until_ready(forward_backward(x, kernel, g)), 1,
+                       repeats))
 
 
 def time_torch(x, kernel, g, input_grad: bool, repeats: int) -> tuple[float, float]:
@@ -71,7 +61,7 @@ def time_torch(x, kernel, g, input_grad: bool, repeats: int) -> tuple[float, flo
     tw.grad = None
     tx.grad = None
 
-  return median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
+  return timed_median(forward, 1, repeats), timed_median(forward_backward, 1, repeats)
 
 
 def main() -> None:

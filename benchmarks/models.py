@@ -42,7 +42,7 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(fn, warmup: int, repeats: int) -> float:
+def timed_median(fn, warmup: int, repeats: int) -> float:
   """Median wall time of `repeats` calls of `fn` (which blocks on its result) after `warmup`."""
   for _ in range(warmup):
     fn()
@@ -97,8 +97,8 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict
   memory = compiled_step.memory_analysis()
   temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory is not None else None
 
-  forward_s = _timed(lambda: jax.block_until_ready(forward(variables, x)), warmup, repeats)
-  train_s = _timed(lambda: jax.block_until_ready(compiled_step(*step_args)), warmup, repeats)
+  forward_s = timed_median(lambda: jax.block_until_ready(forward(variables, x)), warmup, repeats)
+  train_s = timed_median(lambda: jax.block_until_ready(compiled_step(*step_args)), warmup, repeats)
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
