@@ -114,9 +114,8 @@ def _max_pool_2x_fwd(x):
 
 def _max_pool_2x_bwd(winner, g):
   b, d, h, w, c = g.shape
-  position = lax.broadcasted_iota(jnp.int8, (1, 1, 2, 1, 2, 1, 2, 1), 2) * 4 + (
-      lax.broadcasted_iota(jnp.int8, (1, 1, 2, 1, 2, 1, 2, 1), 4) * 2
-      + lax.broadcasted_iota(jnp.int8, (1, 1, 2, 1, 2, 1, 2, 1), 6))
+  # Each element's position in its window, laid out as `_windows_last` numbers them.
+  position = np.arange(8, dtype=np.int8).reshape(2, 2, 2)[None, None, :, None, :, None, :, None]
   spread = lambda a: jnp.expand_dims(a, (2, 4, 6))
   dx = jnp.where(spread(winner) == position, spread(g), 0)
   return (dx.reshape(b, 2 * d, 2 * h, 2 * w, c),)
@@ -142,6 +141,14 @@ def max_pool_2x(x: jax.Array) -> jax.Array:
   return _max_pool_2x(x)
 
 
+def _normalize_relu(x, mean, var, scale, bias, epsilon, dtype):
+  """`relu((x - mean) * rsqrt(var + epsilon) * scale + bias)` in float32 (at least), in the
+  order of operations of flax's BatchNorm, cast to `dtype`."""
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mul = lax.rsqrt(var + epsilon) * scale
+  return jnp.maximum((xf - mean) * mul + bias, 0).astype(dtype)
+
+
 def _bn_relu_forward(x, scale, bias, epsilon, dtype):
   """`(relu(BatchNorm(x)), mean, var, raw_var)` with flax's statistics: float32 (at least),
   `var = max(E[x^2] - E[x]^2, 0)` over every axis but the last."""
@@ -150,8 +157,7 @@ def _bn_relu_forward(x, scale, bias, epsilon, dtype):
   mean = xf.mean(axes)
   raw_var = lax.square(xf).mean(axes) - lax.square(mean)
   var = jnp.maximum(raw_var, 0.0)
-  mul = lax.rsqrt(var + epsilon) * scale
-  return jnp.maximum((xf - mean) * mul + bias, 0).astype(dtype), mean, var, raw_var
+  return _normalize_relu(x, mean, var, scale, bias, epsilon, dtype), mean, var, raw_var
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -255,9 +261,7 @@ class BatchNormReLU(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
     dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
     if use_running_average:
-      xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-      mul = lax.rsqrt(ra_var.value + self.epsilon) * scale
-      return jnp.maximum((xf - ra_mean.value) * mul + bias, 0).astype(dtype)
+      return _normalize_relu(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, dtype)
     z, mean, var = batch_norm_relu(x, scale, bias, epsilon=self.epsilon, dtype=dtype)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
