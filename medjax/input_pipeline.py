@@ -1,16 +1,21 @@
-"""Input pipeline: seeded sub-volume batches for training, normalised full volumes for eval.
+"""Input pipeline: seeded sub-volume batches for training, prepared whole scans for evaluation.
 
-Training batches come from the TFDS dataset `iseg2017/<config.dataset.builder_config>`, read with
-random access (`tfds.data_source`) through a grain `MapDataset`:
+Training batches come from the TFDS dataset `<config.dataset.name>/<config.dataset.builder_config>`,
+read with random access (`tfds.data_source`) through a grain `MapDataset`:
 
-- `full` (default): crops are cut on the fly from whole subjects, fresh every epoch. Global sample
-  i belongs to epoch e = i // N (N training subjects), which visits the subjects in the order
-  `epoch_order(seed, e)`; its crop start is drawn by `crop_rng(seed, i)` uniformly among the
-  starts that pass `config.dataset.threshold_rule` (see `medjax.data.sampling`). Subjects are
-  normalised once as whole volumes and kept in memory.
-- `subvolumes*`: the pre-sampled crops, in the order `epoch_order(seed, e)` over the N crops,
-  normalised with the subject statistics stored beside each crop (so they equal crops of the
-  normalised volume).
+- whole-case configs (iSeg-2017's `full`, every other dataset): crops are cut on the fly from
+  whole training cases, fresh every epoch. Each case is prepared once per process by the run's
+  `medjax.data.preprocessing.Preprocessing` (geometry, then normalisation) and kept in memory.
+  Global sample i belongs to epoch e = i // N (N training cases), which visits the cases in the
+  order `epoch_order(seed, e)`; its crop start is drawn by `crop_rng(seed, i)` uniformly among
+  the starts that pass `config.dataset.threshold_rule` (see `medjax.data.sampling`). A case
+  smaller than the crop is zero-padded at its far end (label: background).
+- iSeg-2017's `subvolumes*`: the pre-sampled crops, in the order `epoch_order(seed, e)` over the
+  N crops, normalised with the subject statistics stored beside each crop (so they equal crops
+  of the normalised volume).
+
+The training cases are the `train` split, or with `config.dataset.fold = k` the cases of that
+split outside fold k (`medjax.data.datasets.kfold`); fold k is then the validation set.
 
 Global batch k holds global samples k*B .. k*B + B - 1 (B = config.batch_size); process p of P
 takes samples k*B + p*b .. k*B + (p+1)*b - 1 with b = B / P. A batch therefore depends only on
@@ -19,6 +24,8 @@ takes samples k*B + p*b .. k*B + (p+1)*b - 1 with b = B / P. A batch therefore d
 
 from __future__ import annotations
 
+import copy
+import re
 import functools
 import pathlib
 import threading
@@ -30,91 +37,143 @@ import jax
 import ml_collections
 import numpy as np
 
-from datasets_tfds.iseg2017 import iseg2017_dataset_builder as iseg2017_builder
 from medjax.data import build
-from medjax.data import iseg
+from medjax.data import datasets
 from medjax.data import normalize
+from medjax.data import preprocessing as preprocessing_lib
 from medjax.data import sampling
-from medjax.data import synthetic
 
-_BUILTIN_SUBDIR = "downloads/manual/iseg2017_builtin"
+_BUILTIN_SUBDIR = "downloads/manual/{name}_builtin"
 
 
 def _dataset_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   ds = config.dataset
-  if ds.get("name", "iseg2017") != "iseg2017":
-    raise ValueError(f"config.dataset.name must be 'iseg2017', got {ds.name!r}.")
-  if ds.get("num_modalities", len(iseg.MODALITIES)) != len(iseg.MODALITIES):
-    raise ValueError(
-        f"config.dataset.num_modalities must be {len(iseg.MODALITIES)} (T1, T2), got "
-        f"{ds.num_modalities}.")
-  if ds.get("normalization", "full_volume_mean") not in normalize.MODES:
-    raise ValueError(
-        f"config.dataset.normalization must be one of {normalize.MODES}, got "
-        f"{ds.normalization!r}.")
+  if ds.name not in build.DATASETS:
+    raise ValueError(f"config.dataset.name must be one of {build.DATASETS}, got {ds.name!r}.")
+  if ds.fold is not None:
+    datasets.kfold([str(i) for i in range(ds.num_folds)], num_folds=ds.num_folds, fold=ds.fold)
   return ds
 
 
 def _clip(ds: ml_collections.ConfigDict) -> tuple[float, float] | None:
-  clip = ds.get("clip_percentiles", normalize.DEFAULT_CLIP_PERCENTILES)
+  clip = ds.clip_percentiles
   return None if clip is None else tuple(float(c) for c in clip)
 
 
 def ensure_dataset(config: ml_collections.ConfigDict):
-  """Returns the builder of `iseg2017/<config.dataset.builder_config>`, building it if needed.
+  """Returns the builder of `<config.dataset.name>/<builder_config>`, building it if needed.
 
   When the config is not built in `config.dataset.data_dir`:
   - with `config.dataset.manual_dir` set, builds it from there (`medjax.data.build`); if that
-    folder does not exist and `config.dataset.builtin_data.enabled`, first writes built-in
-    iSeg-layout data there (`medjax.data.synthetic`; with an empty manual_dir it goes to
-    `<data_dir>/downloads/manual/iseg2017_builtin`);
+    folder does not exist and `config.dataset.builtin_data.enabled`, first writes built-in data
+    in the dataset's layout there (`medjax.data.synthetic`; with an empty manual_dir it goes to
+    `<data_dir>/downloads/manual/<name>_builtin`);
   - otherwise raises FileNotFoundError with the command that builds it.
   """
   ds = _dataset_config(config)
-  name = ds.get("builder_config", "full")  # a config name, or an Iseg2017Config for custom crops
-  label = getattr(name, "name", name)
-  data_dir = pathlib.Path(ds.get("data_dir", "~/tensorflow_datasets")).expanduser()
-  if build.is_built(data_dir, name):
-    return iseg2017_builder.Builder(config=name, data_dir=str(data_dir))
-  manual = ds.get("manual_dir", "") or ""
-  builtin = ds.get("builtin_data", None)
-  builtin_enabled = bool(builtin is not None and builtin.get("enabled", False))
-  if not manual and builtin_enabled:
-    manual = str(data_dir / _BUILTIN_SUBDIR)
-  if not manual:
-    raise FileNotFoundError(
-        f"iseg2017/{label} is not built in {data_dir}. Build it from your iSeg-2017 download "
-        f"(see README, 'Real data'):\n"
-        f"  python -m medjax.data.build --manual_dir=DIR --data_dir={data_dir} --config={label}\n"
-        f"or set --config.dataset.manual_dir=DIR to build it on first use (add "
-        f"--config.dataset.builtin_data.enabled=True to use built-in data instead).")
-  manual_dir = pathlib.Path(manual).expanduser()
-  if not manual_dir.exists() and builtin_enabled:
-    logging.info("Writing built-in iSeg-layout data to %s.", manual_dir)
+  name = ds.name
+  data_dir = pathlib.Path(ds.data_dir).expanduser()
+  builtin = ds.builtin_data
+  manual = ds.manual_dir or ""
+  if not manual and builtin.enabled:
+    manual = str(data_dir / _BUILTIN_SUBDIR.format(name=name))
+  manual_dir = pathlib.Path(manual).expanduser() if manual else None
+  wanted = ds.builder_config  # a config name, '' for the default, or a config object
+  if manual_dir is not None and not manual_dir.exists() and builtin.enabled:
+    logging.info("Writing built-in %s data to %s.", name, manual_dir)
     try:
-      synthetic.write_iseg_layout(
-          manual_dir, shape=tuple(builtin.get("shape", synthetic.REAL_SHAPE)),
-          num_train=builtin.get("num_train", 10), num_test=builtin.get("num_test", 0),
-          seed=builtin.get("seed", 0))
+      build.write_builtin(name, manual_dir, builtin)
     except FileExistsError:
       if not manual_dir.is_dir():  # Another process may have written it meanwhile.
         raise
-  logging.info("Building iseg2017/%s from %s into %s.", label, manual_dir, data_dir)
-  return build.build_iseg2017(manual_dir=manual_dir, data_dir=data_dir, config_name=name)
+  config_obj = build.resolve_config(
+      name, wanted, manual_dir if manual_dir is not None and manual_dir.is_dir() else None)
+  label = name + (f"/{config_obj.name}" if config_obj is not None else "")
+  if build.is_built(data_dir, config_obj, name):
+    return build.open_builder(name, data_dir, config_obj)
+  if manual_dir is None:
+    raise FileNotFoundError(
+        f"{label} is not built in {data_dir}. Build it from your download (see README, "
+        f"'Data'):\n"
+        f"  python -m medjax.data.build --dataset={name} --manual_dir=DIR --data_dir={data_dir}"
+        + (f" --config={config_obj.name}" if config_obj is not None else "") + "\n"
+        f"or set --config.dataset.manual_dir=DIR to build it on first use (add "
+        f"--config.dataset.builtin_data.enabled=True to use built-in data instead).")
+  logging.info("Building %s from %s into %s.", label, manual_dir, data_dir)
+  if name == "iseg2017":
+    return build.build_iseg2017(manual_dir=manual_dir, data_dir=data_dir, config_name=config_obj)
+  return build.build(name, manual_dir=manual_dir, data_dir=data_dir, config=config_obj)
 
 
-class _SubjectCache:
-  """Whole subjects of one split, normalised and ready to crop, loaded once per process."""
+def resolve_dataset_config(config: ml_collections.ConfigDict,
+                           names: datasets.DatasetNames) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `dataset.num_modalities` / `num_classes` are the dataset's.
 
-  def __init__(self, source, *, mode: str, clip, crop_size, threshold: float, rule: str):
-    self._source = source
-    self._mode, self._clip = mode, clip
+  Raises:
+    ValueError: a value set in the config that disagrees with the dataset.
+  """
+  config = copy.deepcopy(config)
+  for key, actual, what in (("num_modalities", len(names.channel_names), names.channel_names),
+                            ("num_classes", len(names.class_names), names.class_names)):
+    value = config.dataset[key]
+    if value is None:
+      config.dataset[key] = actual
+    elif int(value) != actual:
+      raise ValueError(f"config.dataset.{key}={value}, but {config.dataset.name} has {actual} "
+                       f"{what}; set it to {actual} or None (= from the dataset).")
+  return config
+
+
+def split_cases(config: ml_collections.ConfigDict, builder=None
+                ) -> tuple[datasets.Cases, datasets.Cases | None]:
+  """(training cases, validation cases or None): the `train` split and `config.eval.split`, or
+  with `config.dataset.fold = k` fold k of the `train` split's cases and the other folds."""
+  ds = _dataset_config(config)
+  builder = builder or ensure_dataset(config)
+  if ds.fold is None:
+    split = config.eval.split
+    val = datasets.Cases(builder, split) if split in builder.info.splits else None
+    return datasets.Cases(builder, "train"), val
+  ids = datasets.case_ids(builder, "train")
+  train_ids, val_ids = datasets.kfold(ids, num_folds=ds.num_folds, fold=ds.fold)
+  index = {c: i for i, c in enumerate(ids)}
+  return (datasets.Cases(builder, "train", [index[c] for c in train_ids]),
+          datasets.Cases(builder, "train", [index[c] for c in val_ids]))
+
+
+def fit_preprocessing(config: ml_collections.ConfigDict,
+                      builder=None) -> preprocessing_lib.Preprocessing:
+  """The run's `Preprocessing`: `config.dataset`'s choices and the training cases' statistics."""
+  ds = _dataset_config(config)
+  builder = builder or ensure_dataset(config)
+  train, _ = split_cases(config, builder)
+  return preprocessing_lib.fit(ds, datasets.names(builder), train)
+
+
+def _is_crop_dataset(builder) -> bool:
+  return getattr(builder.builder_config, "crop_size", None) is not None
+
+
+def _pad_to(array: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+  pad = [(0, max(0, c - s)) for s, c in zip(array.shape[:3], size)]
+  if not any(p for _, p in pad):
+    return array
+  return np.pad(array, pad + [(0, 0)] * (array.ndim - 3))
+
+
+class _CaseCache:
+  """Whole training cases, prepared and ready to crop, loaded once per process."""
+
+  def __init__(self, cases: datasets.Cases, *, preprocessing, crop_size, threshold: float,
+               rule: str):
+    self._cases = cases
+    self._preprocessing = preprocessing
     self._crop_size, self._threshold, self._rule = crop_size, threshold, rule
-    self._entries: dict[int, tuple[np.ndarray, np.ndarray, sampling.CropSampler, int]] = {}
-    self._locks = [threading.Lock() for _ in range(len(source))]
+    self._entries: dict[int, tuple[np.ndarray, np.ndarray, sampling.CropSampler, str]] = {}
+    self._locks = [threading.Lock() for _ in range(len(cases))]
 
   def __len__(self) -> int:
-    return len(self._source)
+    return len(self._cases)
 
   def __getstate__(self):  # grain worker processes rebuild their own cache.
     state = self.__dict__.copy()
@@ -123,23 +182,24 @@ class _SubjectCache:
 
   def __setstate__(self, state):
     self.__dict__.update(state)
-    self._locks = [threading.Lock() for _ in range(len(self._source))]
+    self._locks = [threading.Lock() for _ in range(len(self._cases))]
 
-  def get(self, record: int) -> tuple[np.ndarray, np.ndarray, sampling.CropSampler, int]:
-    """(image [D, H, W, C] float32 normalised, label [D, H, W] uint8, sampler, subject id)."""
+  def get(self, record: int) -> tuple[np.ndarray, np.ndarray, sampling.CropSampler, str]:
+    """(image [d, h, w, C] float32 prepared, label [d, h, w] uint8, sampler, case id)."""
     entry = self._entries.get(record)
     if entry is not None:
       return entry
     with self._locks[record]:
       if record not in self._entries:
-        ex = self._source[record]
-        image = normalize.normalize(np.stack([ex["t1"], ex["t2"]], axis=-1), self._mode,
-                                    clip_percentiles=self._clip)
-        label = np.asarray(ex["label"], np.uint8)
-        sid = int(ex["subject_id"])
+        case = self._cases[record]
+        if case.label is None:
+          raise ValueError(f"training case {case.case_id} has no label.")
+        prepared = self._preprocessing.prepare(case.image, case.affine, case.label)
+        image = _pad_to(prepared.image, self._crop_size)
+        label = _pad_to(prepared.label, self._crop_size)
         sampler = sampling.CropSampler(label, self._crop_size, threshold=self._threshold,
-                                       rule=self._rule, subject=f"subject {sid}")
-        self._entries[record] = (image, label, sampler, sid)
+                                       rule=self._rule, subject=f"case {case.case_id}")
+        self._entries[record] = (image, label, sampler, case.case_id)
     return self._entries[record]
 
 
@@ -161,8 +221,8 @@ class _SampleFn:
     i = step * self._B + self._p * self._b + j  # global sample index
     epoch, pos = divmod(i, len(self._records))
     record = int(self._order(epoch)[pos])
-    if self._kind == "full":
-      image, label, sampler, sid = self._records.get(record)
+    if self._kind == "cases":
+      image, label, sampler, case_id = self._records.get(record)
       start = sampler.sample(sampling.crop_rng(self._seed, i))
       image = sampling.crop(image, start, sampler.crop_size)
       label = sampling.crop(label, start, sampler.crop_size)
@@ -170,27 +230,65 @@ class _SampleFn:
       ex = self._records[record]
       image = np.stack([normalize.normalize_with_stats(ex[m], ex[f"{m}_stats"], self._mode)
                         for m in ("t1", "t2")], axis=-1)
-      label, sid, start = ex["label"], int(ex["subject_id"]), tuple(ex["crop_start"])
+      label, start = ex["label"], tuple(ex["crop_start"])
+      case_id = datasets.case_id_of("iseg2017", ex)
     out = {"image": np.ascontiguousarray(image, np.float32), "label": np.asarray(label, np.int32)}
     if self._with_metadata:
-      out["subject_id"] = np.int32(sid)
+      out["case_id"] = np.asarray(case_id)
       out["crop_start"] = np.asarray(start, np.int32)
     return out
 
 
+def _crop_records(config: ml_collections.ConfigDict, builder, crop_size, threshold, rule,
+                  preprocessing: preprocessing_lib.Preprocessing):
+  """The pre-sampled crops of an iSeg-2017 `subvolumes*` config, checked against the config."""
+  ds, bconf = config.dataset, builder.builder_config
+  if (preprocessing.orientation, preprocessing.target_spacing,
+      preprocessing.crop_nonzero) != (None, None, False):
+    raise ValueError(f"{builder.name}/{bconf.name} holds crops of the volumes as stored; use "
+                     "config.dataset.orientation=none, target_spacing=none and "
+                     "crop_nonzero=False with it, or the 'full' config.")
+  if ds.fold is not None:
+    raise ValueError(f"{builder.name}/{bconf.name} holds crops with a fixed validation subject; "
+                     "config.dataset.fold needs the 'full' config.")
+  modes = set(preprocessing.normalization)
+  if len(modes) != 1 or not modes <= set(normalize.MODES):
+    raise ValueError(f"{builder.name}/{bconf.name} normalises every crop with one per-volume "
+                     f"mode of {normalize.MODES}; got {preprocessing.normalization}.")
+  if tuple(bconf.crop_size) != crop_size:
+    raise ValueError(
+        f"config.dataset.crop_size={crop_size} does not match the crops of "
+        f"{builder.name}/{bconf.name}, {tuple(bconf.crop_size)}.")
+  if _clip(ds) != tuple(bconf.clip_percentiles):
+    raise ValueError(
+        f"config.dataset.clip_percentiles={_clip(ds)} does not match the statistics stored in "
+        f"{builder.name}/{bconf.name}, computed with {tuple(bconf.clip_percentiles)}; use the "
+        "'full' config for other clip percentiles.")
+  if (threshold, rule) != (bconf.threshold, bconf.threshold_rule):
+    logging.warning(
+        "%s/%s was sampled with threshold %s (%s); config.dataset asks for %s (%s), which only "
+        "applies to whole-case configs.", builder.name, bconf.name, bconf.threshold,
+        bconf.threshold_rule, threshold, rule)
+  return builder.as_data_source("train"), modes.pop()
+
+
 def create_train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0,
                          process_index: int | None = None, process_count: int | None = None,
-                         with_metadata: bool = False) -> grain.MapDataset:
+                         with_metadata: bool = False,
+                         preprocessing: preprocessing_lib.Preprocessing | None = None
+                         ) -> grain.MapDataset:
   """The training batches as a grain MapDataset: element k is host-local batch start_step + k.
 
   Args:
     config: experiment config (reads seed, batch_size and dataset.*).
     start_step: first batch.
     process_index, process_count: default to jax.process_index() / jax.process_count().
-    with_metadata: also return 'subject_id' int32 [b] and 'crop_start' int32 [b, 3].
+    with_metadata: also return 'case_id' (strings) [b] and 'crop_start' int32 [b, 3] (in the
+      prepared grid).
+    preprocessing: the run's `Preprocessing`; default: `fit_preprocessing(config)`.
 
   Returns:
-    MapDataset of {'image': float32 [b, cd, ch, cw, 2], 'label': int32 [b, cd, ch, cw]},
+    MapDataset of {'image': float32 [b, cd, ch, cw, C], 'label': int32 [b, cd, ch, cw]},
     b = config.batch_size // process_count.
   """
   ds = _dataset_config(config)
@@ -203,36 +301,23 @@ def create_train_dataset(config: ml_collections.ConfigDict, *, start_step: int =
         f"{n_proc}.")
   local_batch = global_batch // n_proc
   builder = ensure_dataset(config)
-  bconf = builder.builder_config
-  crop_size = tuple(int(c) for c in ds.get("crop_size", (64, 64, 64)))
+  crop_size = tuple(int(c) for c in ds.crop_size)
   if len(crop_size) != 3 or min(crop_size) < 1:
     raise ValueError(f"config.dataset.crop_size must be 3 positive ints, got {crop_size}.")
-  mode, clip = ds.get("normalization", "full_volume_mean"), _clip(ds)
-  rule = ds.get("threshold_rule", "subject_foreground")
-  threshold = float(ds.get("threshold", 0.1))
-  source = builder.as_data_source("train")
-  if bconf.crop_size is None:
-    records = _SubjectCache(source, mode=mode, clip=clip, crop_size=crop_size,
-                            threshold=threshold, rule=rule)
-    kind = "full"
+  rule, threshold = ds.threshold_rule, float(ds.threshold)
+  if preprocessing is None:
+    preprocessing = fit_preprocessing(config, builder)
+  mode = None
+  if _is_crop_dataset(builder):
+    records, mode = _crop_records(config, builder, crop_size, threshold, rule, preprocessing)
+    kind = "crops"
   else:
-    if tuple(bconf.crop_size) != crop_size:
-      raise ValueError(
-          f"config.dataset.crop_size={crop_size} does not match the crops of "
-          f"iseg2017/{bconf.name}, {tuple(bconf.crop_size)}.")
-    if clip != tuple(bconf.clip_percentiles):
-      raise ValueError(
-          f"config.dataset.clip_percentiles={clip} does not match the statistics stored in "
-          f"iseg2017/{bconf.name}, computed with {tuple(bconf.clip_percentiles)}; use the "
-          "'full' config for other clip percentiles.")
-    if (threshold, rule) != (bconf.threshold, bconf.threshold_rule):
-      logging.warning(
-          "iseg2017/%s was sampled with threshold %s (%s); config.dataset asks for %s (%s), "
-          "which only applies to the 'full' config.", bconf.name, bconf.threshold,
-          bconf.threshold_rule, threshold, rule)
-    records, kind = source, "crops"
+    train, _ = split_cases(config, builder)
+    records = _CaseCache(train, preprocessing=preprocessing, crop_size=crop_size,
+                         threshold=threshold, rule=rule)
+    kind = "cases"
   if len(records) == 0:
-    raise ValueError(f"iseg2017/{bconf.name} has no training examples.")
+    raise ValueError(f"{builder.name}/{builder.builder_config.name} has no training examples.")
   fn = _SampleFn(kind=kind, records=records, seed=int(config.seed), local_batch=local_batch,
                  global_batch=global_batch, process_index=p, mode=mode,
                  with_metadata=with_metadata)
@@ -242,58 +327,77 @@ def create_train_dataset(config: ml_collections.ConfigDict, *, start_step: int =
   return batches[int(start_step):]
 
 
-def create_train_iterator(config: ml_collections.ConfigDict, *,
-                          start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def create_train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0,
+                          preprocessing: preprocessing_lib.Preprocessing | None = None
+                          ) -> Iterator[dict[str, np.ndarray]]:
   """Endless iterator of host-local training batches, starting at batch `start_step`.
 
   Yields:
-    {'image': float32 [b, cd, ch, cw, 2] (T1, T2 normalised), 'label': int32 [b, cd, ch, cw]}
-    with b = config.batch_size // jax.process_count(). Batch k depends only on
+    {'image': float32 [b, cd, ch, cw, C] (prepared and normalised), 'label': int32
+    [b, cd, ch, cw]} with b = config.batch_size // jax.process_count(). Batch k depends only on
     (config.seed, k, jax.process_index()).
 
   `config.dataset.num_workers` > 0 reads in that many grain worker processes (then the program
-  needs absl flags parsed and a `__main__` guard); `config.dataset.get('num_threads', 2)` and
-  `get('prefetch', 2)` set grain's reader threads and prefetched batches.
+  needs absl flags parsed and a `__main__` guard); `config.dataset.num_threads` and
+  `config.dataset.prefetch` set grain's reader threads and prefetched batches.
   """
   ds = _dataset_config(config)
-  batches = create_train_dataset(config, start_step=start_step)
+  batches = create_train_dataset(config, start_step=start_step, preprocessing=preprocessing)
   it = batches.to_iter_dataset(grain.ReadOptions(
-      num_threads=int(ds.get("num_threads", 2)),
-      prefetch_buffer_size=int(ds.get("prefetch", 2))))
-  workers = int(ds.get("num_workers", 0))
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+      num_threads=int(ds.num_threads), prefetch_buffer_size=int(ds.prefetch)))
+  if int(ds.num_workers) > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(ds.num_workers)))
   return iter(it)
 
 
-def load_eval_subjects(config: ml_collections.ConfigDict,
-                       split: str = "validation") -> list[dict[str, Any]]:
-  """Whole subjects of `split` from the `full` config, normalised like training.
-
-  Returns:
-    One dict per subject, sorted by subject id: 'image' float32 [D, H, W, 2] (T1, T2),
-    'label' int32 [D, H, W] (None for unlabelled test subjects), 'affine' float64 [4, 4],
-    'spacing' (3 floats, mm), 'subject_id' int.
-  """
-  ds = _dataset_config(config)
+def _whole_case_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` pointed at the dataset's whole cases (iSeg-2017's `full` for its crop configs)."""
+  if config.dataset.name != "iseg2017":
+    return config
   eval_dict = config.to_dict()
   eval_dict["dataset"]["builder_config"] = "full"
-  builder = ensure_dataset(ml_collections.ConfigDict(eval_dict))
+  return ml_collections.ConfigDict(eval_dict)
+
+
+def eval_cases(config: ml_collections.ConfigDict, split: str = "validation",
+               builder=None) -> datasets.Cases:
+  """The whole cases of `split`; 'validation' with `config.dataset.fold` set is that fold."""
+  whole = _whole_case_config(config)
+  builder = builder or ensure_dataset(whole)
+  if split == "validation" and whole.dataset.fold is not None:
+    return split_cases(whole, builder)[1]
   if split not in builder.info.splits:
     raise ValueError(
-        f"split {split!r} is not in iseg2017/full at {builder.data_dir}; it has "
-        f"{sorted(builder.info.splits)}.")
-  source = builder.as_data_source(split)
-  mode, clip = ds.get("normalization", "full_volume_mean"), _clip(ds)
+        f"split {split!r} is not in {builder.name}/{builder.builder_config.name} at "
+        f"{builder.data_dir}; it has {sorted(builder.info.splits)}.")
+  return datasets.Cases(builder, split)
+
+
+def load_eval_subjects(config: ml_collections.ConfigDict, split: str = "validation", *,
+                       preprocessing: preprocessing_lib.Preprocessing | None = None
+                       ) -> list[dict[str, Any]]:
+  """Whole cases of `split` (see `eval_cases`), prepared like training.
+
+  Returns:
+    One dict per case, sorted by case id: 'image' float32 [d, h, w, C] (prepared and
+    normalised), 'record' (the `GeometryRecord` back to the file's grid), 'raw_image' float32
+    [D, H, W, C] and 'label' int32 [D, H, W] (None when unlabelled) on the file's grid,
+    'affine' float64 [4, 4], 'spacing' (3 floats, mm), 'case_id' str.
+  """
+  whole = _whole_case_config(config)
+  builder = ensure_dataset(whole)
+  if preprocessing is None:
+    preprocessing = fit_preprocessing(whole, builder)
   subjects = []
-  for i in range(len(source)):
-    ex = source[i]
+  for case in eval_cases(whole, split, builder):
+    prepared = preprocessing.prepare(case.image, case.affine)
     subjects.append({
-        "image": normalize.normalize(np.stack([ex["t1"], ex["t2"]], axis=-1), mode,
-                                     clip_percentiles=clip),
-        "label": np.asarray(ex["label"], np.int32) if ex["has_label"] else None,
-        "affine": np.asarray(ex["affine"], np.float64),
-        "spacing": tuple(float(s) for s in ex["spacing"]),
-        "subject_id": int(ex["subject_id"]),
+        "image": prepared.image, "record": prepared.record, "raw_image": case.image,
+        "label": None if case.label is None else np.asarray(case.label, np.int32),
+        "affine": case.affine, "spacing": case.spacing, "case_id": case.case_id,
     })
-  return sorted(subjects, key=lambda s: s["subject_id"])
+  return sorted(subjects, key=lambda s: _natural_key(s["case_id"]))
+
+
+def _natural_key(text: str) -> tuple[Any, ...]:
+  return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))

@@ -29,7 +29,8 @@ class Image:
   Attributes:
     data: `[D, H, W]` voxel values in the file's own dtype (scaled to float when the header
       holds a scale factor); trailing singleton axes such as iSeg's `[144, 192, 256, 1]` are
-      dropped.
+      dropped. With `load_image(..., allow_4d=True)` a multi-channel file (e.g. a Medical
+      Segmentation Decathlon image `[X, Y, Z, C]`) comes back as `[D, H, W, C]`.
     affine: `[4, 4]` float64 voxel-to-world (mm) matrix.
     spacing: voxel size in mm along the three voxel axes.
     path: the file that was read.
@@ -49,19 +50,22 @@ def _suffix(path: pathlib.Path) -> str:
       f"{path}: unsupported image file name; expected one of .nii, .nii.gz, .hdr, .img.")
 
 
-def load_image(path: PathLike) -> Image:
+def load_image(path: PathLike, *, allow_4d: bool = False) -> Image:
   """Reads a NIfTI or Analyze image.
 
   Args:
     path: `.nii`, `.nii.gz`, or either file of an Analyze `.hdr`/`.img` pair.
+    allow_4d: also accept a 4-D file `[X, Y, Z, C]` (channels on the fourth axis, as in the
+      Medical Segmentation Decathlon); its `spacing` is the first three voxel sizes.
 
   Returns:
-    An `Image` whose `data` is `[D, H, W]` (trailing singleton axes dropped).
+    An `Image` whose `data` is `[D, H, W]`, or `[D, H, W, C]` for a 4-D file with `allow_4d`
+    (trailing singleton axes dropped first, so `[X, Y, Z, 1]` is 3-D).
 
   Raises:
     FileNotFoundError: the file (or the other file of an Analyze pair) does not exist.
-    ValueError: the file cannot be read as an image, or it is not 3-D after dropping trailing
-      singleton axes.
+    ValueError: the file cannot be read as an image, or it is not 3-D (or 4-D with
+      `allow_4d`) after dropping trailing singleton axes.
   """
   path = pathlib.Path(path)
   suffix = _suffix(path)
@@ -80,9 +84,10 @@ def load_image(path: PathLike) -> Image:
         f"{path}: not a readable {suffix} image ({type(e).__name__}: {e}).") from e
   while data.ndim > 3 and data.shape[-1] == 1:
     data = data[..., 0]
-  if data.ndim != 3:
+  if data.ndim != 3 and not (allow_4d and data.ndim == 4):
+    expected = "a 3-D or 4-D [X, Y, Z, C] volume" if allow_4d else "a 3-D volume"
     raise ValueError(
-        f"{path}: expected a 3-D volume (trailing singleton axes allowed), got shape "
+        f"{path}: expected {expected} (trailing singleton axes allowed), got shape "
         f"{tuple(img.shape)}.")
   affine = np.asarray(img.affine, dtype=np.float64)
   spacing = tuple(float(z) for z in img.header.get_zooms()[:3])

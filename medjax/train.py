@@ -57,7 +57,8 @@ def main(argv: list[str]) -> None:
     print(f"medjax.train: error: {e}", file=sys.stderr)
     sys.exit(1)
   if metrics:
-    names = train_lib.class_names(config.dataset.num_classes)
+    names = [k[len("val_dice_"):] for k in metrics
+             if k.startswith("val_dice_") and k != "val_dice_mean"]
     print("\nValidation Dice per tissue:")
     for name in names[1:]:
       print(f"  {name:<10} {metrics[f'val_dice_{name}']:.4f}")

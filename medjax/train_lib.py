@@ -12,7 +12,7 @@ import itertools
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +27,12 @@ from medjax import compile_options
 from medjax import inference
 from medjax import input_pipeline
 from medjax import losses
+from medjax import models as models_lib
 from medjax import metrics as metrics_lib
 from medjax import optim
 from medjax import train_state as train_state_lib
-from medjax.data import iseg
+from medjax.data import datasets
+from medjax.data import preprocessing as preprocessing_lib
 
 TrainState = train_state_lib.TrainState
 NONFINITE_MODES = ("stop", "skip")
@@ -161,17 +163,24 @@ def init_and_train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any]],
              config: ml_collections.ConfigDict,
-             predictor: Callable[..., jax.Array] | None = None) -> tuple[dict[str, float], list]:
-  """Sliding-window segmentation of each subject; Dice per class and soft-Dice loss.
+             predictor: Callable[..., jax.Array] | None = None, *,
+             preprocessing: preprocessing_lib.Preprocessing | None = None,
+             names: Sequence[str] | None = None) -> tuple[dict[str, float], list]:
+  """Sliding-window segmentation of each case; Dice per class and soft-Dice loss.
+
+  Each case (`input_pipeline.load_eval_subjects`) is segmented on the prepared grid; with
+  `preprocessing`, its class probabilities are taken back to the file's grid
+  (`Preprocessing.restore`) and scored there against the stored label, as a user would score
+  the written prediction.
 
   Returns:
-    `(metrics, predictions)`: metrics averaged over subjects (`val_loss`, `val_dice_<class>`,
+    `(metrics, predictions)`: metrics averaged over cases (`val_loss`, `val_dice_<class>`,
     `val_dice_mean` over the foreground classes), and the predicted class ids `[D, H, W]` per
-    subject.
+    case, on the file's grid.
   """
   predictor = predictor or inference.make_softmax_predictor(model)
   num_classes = config.dataset.num_classes
-  names = class_names(num_classes)
+  names = tuple(names) if names is not None else class_names(num_classes)
   per_subject, predictions = [], []
   for subject in subjects:
     probs = inference.sliding_window_inference(
@@ -180,6 +189,8 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
         predictor=functools.partial(predictor, variables), overlap=config.eval.overlap,
         mode=config.eval.mode)
     probs = np.asarray(probs[0])
+    if preprocessing is not None and "record" in subject:
+      probs = preprocessing.restore(probs, subject["record"])
     pred = probs.argmax(-1).astype(np.int32)
     label = np.asarray(subject["label"])
     dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
@@ -196,9 +207,8 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
-  if num_classes == len(iseg.CLASS_NAMES):
-    return tuple(iseg.CLASS_NAMES)
-  return tuple(f"class{i}" for i in range(num_classes))
+  """Names for classes of a dataset that gives none: background, class1, class2, ..."""
+  return ("background",) + tuple(f"class{i}" for i in range(1, num_classes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,12 +227,65 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if config[key] <= 0:
       raise ValueError(f"config.{key}={config[key]}: expected a positive integer.")
   # Unknown names and input shapes the network cannot take fail here, before anything is
-  # written to the workdir or the dataset is built. Each check is cheap: no compilation.
-  model = train_state_lib.create_model(config)
+  # written to the workdir or the dataset is built. Each check is cheap: no compilation. When
+  # the channels or classes come from the dataset, the model checks wait for it
+  # (`_check_model`).
+  if config.model.name.upper() not in models_lib.MODELS:
+    raise ValueError(f"Unknown model {config.model.name!r}; registered: "
+                     f"{sorted(models_lib.MODELS)}.")
   _loss_fn_from_config(config)
   optim.create_optimizer(config)
+  if config.dataset.num_classes is not None and config.dataset.num_modalities is not None:
+    _check_model(config)
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+  """The model's fields, and the crop and ROI sizes it can take (shapes only)."""
+  model = train_state_lib.create_model(config)
   _check_input_shape(config, model, "dataset.crop_size", config.dataset.crop_size)
   _check_input_shape(config, model, "eval.roi_size", config.eval.roi_size)
+
+
+def _check_eval_split(config: ml_collections.ConfigDict, builder: Any) -> None:
+  """Validation needs labelled cases: refuse an unlabelled or missing split before training."""
+  if config.dataset.fold is not None:
+    return
+  split = config.eval.split
+  if split not in builder.info.splits:
+    raise ValueError(f"config.eval.split={split!r} is not a split of {builder.name} at "
+                     f"{builder.data_dir} (it has {sorted(builder.info.splits)}); or set "
+                     "config.dataset.fold to validate on a fold of the training cases.")
+  if split == "test":
+    raise ValueError("config.eval.split='test': the test split has no labels to validate "
+                     "against; use 'validation' or config.dataset.fold.")
+
+
+def _run_preprocessing(config: ml_collections.ConfigDict, builder: Any,
+                       workdir: str) -> preprocessing_lib.Preprocessing:
+  """The workdir's saved `Preprocessing` (a resumed run), else one fitted to the training set."""
+  saved = preprocessing_lib.load(workdir)
+  fitted_fields = ("normalization", "orientation", "crop_nonzero", "clip_percentiles",
+                   "image_order", "label_method")
+  if saved is None:
+    return input_pipeline.fit_preprocessing(config, builder)
+  # What the config decides without looking at the data must agree with the saved run.
+  names = datasets.names(builder)
+  wanted = preprocessing_lib.Preprocessing(
+      names=names, normalization=preprocessing_lib.resolve_normalization(
+          config.dataset.normalization, names.channel_names),
+      clip_percentiles=None if config.dataset.clip_percentiles is None else tuple(
+          float(c) for c in config.dataset.clip_percentiles),
+      orientation=preprocessing_lib.resolve_orientation(config.dataset.orientation),
+      crop_nonzero=bool(config.dataset.crop_nonzero),
+      image_order=int(config.dataset.resample_image_order),
+      label_method=str(config.dataset.resample_label))
+  for field in fitted_fields:
+    if getattr(saved, field) != getattr(wanted, field):
+      raise ValueError(
+          f"{workdir}/{preprocessing_lib.FILENAME} was written with {field}="
+          f"{getattr(saved, field)!r}, but the config asks for {getattr(wanted, field)!r}; use "
+          "the run's own config or a new --workdir.")
+  return saved
 
 
 def _check_input_shape(config: ml_collections.ConfigDict, model: Any, key: str,
@@ -290,11 +353,11 @@ def _log_eval_images(writer, workdir: str, step: int, subjects, predictions) -> 
   from medjax import viz  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   for subject, pred in zip(subjects, predictions):
-    sid = int(subject["subject_id"])
-    image = viz.comparison_figure_array(subject["image"], subject["label"], pred)
-    writer.add_image(f"val/subject_{sid}", image, step, dataformats="HWC")
-    viz.save_comparison_png(os.path.join(workdir, "eval", f"subject-{sid}_step-{step}.png"),
-                            subject["image"], subject["label"], pred)
+    case_id = subject["case_id"]
+    image = viz.comparison_figure_array(subject["raw_image"], subject["label"], pred)
+    writer.add_image(f"val/{case_id}", image, step, dataformats="HWC")
+    viz.save_comparison_png(os.path.join(workdir, "eval", f"{case_id}_step-{step}.png"),
+                            subject["raw_image"], subject["label"], pred)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -310,7 +373,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _check_config(config)
   workdir = prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
-  input_pipeline.ensure_dataset(config)
+  builder = input_pipeline.ensure_dataset(config)
+  dataset_names = datasets.names(builder)
+  # The channels and classes the config leaves to the dataset are filled in here, and the
+  # resolved config is what config.json records.
+  config = input_pipeline.resolve_dataset_config(config, dataset_names)
+  _check_model(config)
+  _check_eval_split(config, builder)
+  preprocessing = _run_preprocessing(config, builder, workdir)
 
   mesh = create_mesh()
   model = train_state_lib.create_model(config)
@@ -325,13 +395,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       print(f"Resumed from {manager.directory} at step {int(state.step)}.", flush=True)
   start_step = int(state.step)
   train_iter: Iterator[dict[str, np.ndarray]] = input_pipeline.create_train_iterator(
-      config, start_step=start_step)
+      config, start_step=start_step, preprocessing=preprocessing)
   # Data errors (e.g. a crop larger than a subject) surface with the first batch. Only now,
   # with the checkpoint restored and the data read, is anything written to the workdir: a
   # failed start leaves no config.json, and never one that disagrees with the checkpoints.
   train_iter = itertools.chain([next(train_iter)], train_iter)
   if is_chief:
     checkpoint.save_config(workdir, config)
+    preprocessing.save(workdir)
 
   step_fn = make_train_step(config, mesh)
   data_sharding = NamedSharding(mesh, P("data"))
@@ -343,7 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       purge_step=start_step + 1 if start_step else None) if is_chief else None
   if writer is not None and start_step == 0:
     writer.add_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```", 0)
-  names = class_names(config.dataset.num_classes)
+  names = dataset_names.class_names
   eval_subjects = None
   predictor = inference.make_softmax_predictor(model)
   eval_metrics: dict[str, float] = {}
@@ -352,9 +423,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def run_eval(step: int) -> dict[str, float]:
     nonlocal eval_subjects
     if eval_subjects is None:
-      eval_subjects = input_pipeline.load_eval_subjects(config, split=config.eval.split)
+      eval_subjects = input_pipeline.load_eval_subjects(config, split=config.eval.split,
+                                                        preprocessing=preprocessing)
     metrics, predictions = evaluate(
-        model, train_state_lib.model_variables(state), eval_subjects, config, predictor)
+        model, train_state_lib.model_variables(state), eval_subjects, config, predictor,
+        preprocessing=preprocessing, names=names)
     if writer is not None:
       for k, v in metrics.items():
         writer.add_scalar(k.replace("val_", "val/"), v, step)

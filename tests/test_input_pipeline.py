@@ -20,6 +20,12 @@ def raw_subjects(iseg_raw_dir):
   return {sid: iseg.load_subject(f) for sid, f in iseg.find_subjects(iseg_raw_dir).items()}
 
 
+def _sid(case_id):
+  """iSeg-2017 case id 'subject-N' -> N."""
+  assert str(case_id).startswith("subject-"), case_id
+  return int(str(case_id)[len("subject-"):])
+
+
 def _batches(config, n, **kwargs):
   ds = input_pipeline.create_train_dataset(config, **kwargs)
   return [ds[k] for k in range(n)]
@@ -37,8 +43,9 @@ def test_crops_are_exact_windows_of_normalised_training_subjects(iseg_config, ra
   iseg_config.dataset.normalization = "mean"
   seen = set()
   for batch in _batches(iseg_config, 6, with_metadata=True):
-    for image, label, sid, start in zip(batch["image"], batch["label"], batch["subject_id"],
-                                        batch["crop_start"]):
+    for image, label, case_id, start in zip(batch["image"], batch["label"], batch["case_id"],
+                                            batch["crop_start"]):
+      sid = _sid(case_id)
       seen.add(int(sid))
       subject = raw_subjects[int(sid)]
       window = tuple(slice(s, s + c) for s, c in zip(start, TINY_CROP))
@@ -52,7 +59,7 @@ def test_crops_are_exact_windows_of_normalised_training_subjects(iseg_config, ra
 
 def test_each_epoch_visits_every_subject_with_fresh_crops(iseg_config):
   iseg_config.batch_size = 1
-  meta = [(int(b["subject_id"][0]), tuple(b["crop_start"][0]))
+  meta = [(_sid(b["case_id"][0]), tuple(b["crop_start"][0]))
           for b in _batches(iseg_config, 8, with_metadata=True)]
   for epoch in range(4):
     assert sorted(s for s, _ in meta[2 * epoch: 2 * epoch + 2]) == list(TINY_TRAIN_SUBJECTS)
@@ -94,14 +101,22 @@ def test_crop_fraction_rule(iseg_config, raw_subjects):
       assert np.mean(label > 0) > 0.3
 
 
+def test_crop_larger_than_the_case_is_zero_padded(iseg_config):
+  # nnU-Net's rule: a case smaller than the patch is padded (image 0, label background).
+  iseg_config.dataset.crop_size = (40, 16, 16)  # the tiny subjects have 24 slices
+  for batch in _batches(iseg_config, 2, with_metadata=True):
+    assert batch["image"].shape == (2, 40, 16, 16, 2)
+    for image, label, start in zip(batch["image"], batch["label"], batch["crop_start"]):
+      assert start[0] == 0
+      np.testing.assert_array_equal(image[24:], 0)
+      np.testing.assert_array_equal(label[24:], 0)
+      assert np.any(image[:24] != 0)
+
+
 def test_clear_errors(iseg_config):
   bad = copy.deepcopy(iseg_config)
   bad.dataset.threshold = 0.99
-  with pytest.raises(ValueError, match=r"subject \d: no crop of size \(16, 16, 16\).*0\.99"):
-    _batches(bad, 1)
-  bad = copy.deepcopy(iseg_config)
-  bad.dataset.crop_size = (64, 16, 16)
-  with pytest.raises(ValueError, match=r"crop_size \(64, 16, 16\) is larger"):
+  with pytest.raises(ValueError, match=r"case subject-\d: no crop of size \(16, 16, 16\).*0\.99"):
     _batches(bad, 1)
   bad = copy.deepcopy(iseg_config)
   bad.dataset.normalization = "zscore"
@@ -111,7 +126,7 @@ def test_clear_errors(iseg_config):
 
 def test_load_eval_subjects(iseg_config, raw_subjects):
   subjects = input_pipeline.load_eval_subjects(iseg_config)
-  assert [s["subject_id"] for s in subjects] == [1]
+  assert [s["case_id"] for s in subjects] == ["subject-1"]
   s, raw = subjects[0], raw_subjects[1]
   np.testing.assert_allclose(s["image"], normalize.normalize(raw.image, "full_volume_mean"),
                              rtol=1e-6, atol=1e-6)
@@ -120,7 +135,7 @@ def test_load_eval_subjects(iseg_config, raw_subjects):
   np.testing.assert_allclose(s["affine"], raw.affine)
   assert s["spacing"] == (1.0, 1.0, 1.0)
   test = input_pipeline.load_eval_subjects(iseg_config, split="test")
-  assert [t["subject_id"] for t in test] == [11] and test[0]["label"] is None
+  assert [t["case_id"] for t in test] == ["subject-11"] and test[0]["label"] is None
 
 
 def test_subvolumes_config_matches_normalised_volume(iseg_config, raw_subjects, tmp_path):
@@ -135,8 +150,9 @@ def test_subvolumes_config_matches_normalised_volume(iseg_config, raw_subjects, 
   batches = _batches(iseg_config, 4, with_metadata=True)  # 8 crops = one epoch of 8 records
   seen = set()
   for batch in batches:
-    for image, sid, start in zip(batch["image"], batch["subject_id"], batch["crop_start"]):
-      seen.add((int(sid), tuple(start)))
+    for image, case_id, start in zip(batch["image"], batch["case_id"], batch["crop_start"]):
+      sid = _sid(case_id)
+      seen.add((sid, tuple(start)))
       window = tuple(slice(s, s + c) for s, c in zip(start, TINY_CROP))
       expected = normalize.normalize(raw_subjects[int(sid)].image, "brats")[window]
       np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-4)
@@ -149,7 +165,7 @@ def test_subvolumes_config_matches_normalised_volume(iseg_config, raw_subjects, 
 def test_ensure_dataset_builtin_and_missing(iseg_config, tmp_path):
   iseg_config.dataset.data_dir = str(tmp_path / "tfds")
   iseg_config.dataset.manual_dir = ""
-  with pytest.raises(FileNotFoundError, match="python -m medjax.data.build --manual_dir=DIR"):
+  with pytest.raises(FileNotFoundError, match="python -m medjax.data.build --dataset=iseg2017 --manual_dir=DIR"):
     input_pipeline.ensure_dataset(iseg_config)
   iseg_config.dataset.manual_dir = str(tmp_path / "builtin")
   iseg_config.dataset.builtin_data.enabled = True

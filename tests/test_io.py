@@ -91,3 +91,32 @@ def test_bad_names_and_shapes(tmp_path):
   io.save_image(tmp_path / "x4.nii", _volume((3, 4, 5, 2)), np.eye(4))
   with pytest.raises(ValueError, match=r"expected a 3-D volume.*\(3, 4, 5, 2\)"):
     io.load_image(tmp_path / "x4.nii")
+
+
+@pytest.mark.parametrize("name", ["m.nii", "m.nii.gz"])
+def test_allow_4d_reads_channels_last(tmp_path, name):
+  data = np.arange(3 * 4 * 5 * 2, dtype=np.float32).reshape(3, 4, 5, 2)
+  affine = np.array([[-0.8, 0, 0, 5], [0, 1.0, 0, -2], [0, 0, 2.5, 1], [0, 0, 0, 1]])
+  nib.save(nib.Nifti1Image(data, affine), tmp_path / name)
+  img = io.load_image(tmp_path / name, allow_4d=True)
+  ref = nib.load(tmp_path / name)
+  assert img.data.shape == (3, 4, 5, 2) and img.data.dtype == np.float32
+  np.testing.assert_array_equal(img.data, np.asanyarray(ref.dataobj))
+  np.testing.assert_array_equal(img.affine, ref.affine)
+  assert img.spacing == pytest.approx((0.8, 1.0, 2.5))
+  assert img.spacing == tuple(float(z) for z in ref.header.get_zooms()[:3])
+  with pytest.raises(ValueError, match=r"expected a 3-D volume.*\(3, 4, 5, 2\)"):
+    io.load_image(tmp_path / name)  # 4-D needs the opt-in
+
+
+def test_allow_4d_still_drops_trailing_singletons(tmp_path):
+  data = _volume((3, 4, 5, 1))
+  nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "one.nii.gz")
+  img = io.load_image(tmp_path / "one.nii.gz", allow_4d=True)
+  assert img.data.shape == (3, 4, 5)
+  np.testing.assert_array_equal(img.data, data[..., 0])
+  nib.save(nib.Nifti1Image(_volume((3, 4, 5, 2, 1)), np.eye(4)), tmp_path / "five.nii.gz")
+  assert io.load_image(tmp_path / "five.nii.gz", allow_4d=True).data.shape == (3, 4, 5, 2)
+  nib.save(nib.Nifti1Image(_volume((3, 4, 5, 2, 2)), np.eye(4)), tmp_path / "bad.nii.gz")
+  with pytest.raises(ValueError, match=r"bad\.nii\.gz: expected a 3-D or 4-D.*\(3, 4, 5, 2, 2\)"):
+    io.load_image(tmp_path / "bad.nii.gz", allow_4d=True)

@@ -179,8 +179,8 @@ def _install_fault(kind: str, at: int, path: str | None) -> None:
   if kind == "nan_at":
     real_iterator = input_pipeline.create_train_iterator
 
-    def create_train_iterator(config, *, start_step=0):
-      for step, batch in enumerate(real_iterator(config, start_step=start_step),
+    def create_train_iterator(config, *, start_step=0, **kwargs):
+      for step, batch in enumerate(real_iterator(config, start_step=start_step, **kwargs),
                                    start=start_step + 1):
         if step == at:
           batch = dict(batch, image=np.full_like(batch["image"], np.nan))
@@ -454,11 +454,12 @@ def test_unknown_names_fail_before_anything_is_written(iseg_config, tmp_path, ov
 
 
 @pytest.mark.slow
-def test_crop_larger_than_volume_writes_nothing(iseg_config, tmp_path):
-  """The crop passes the config check (divisible by 8) but exceeds the 24x28x32 subjects."""
+def test_unsatisfiable_crop_rule_writes_nothing(iseg_config, tmp_path):
+  """The config passes its checks, but no crop of the subjects passes the threshold rule: the
+  error comes with the first batch, before anything is written."""
   workdir = tmp_path / "w"
-  with pytest.raises(ValueError, match=r"crop_size \(32, 32, 32\) is larger than the subject"):
-    train_lib.train_and_evaluate(tiny.shrink(iseg_config, dataset__crop_size=(32, 32, 32)),
+  with pytest.raises(ValueError, match=r"case subject-\d: no crop of size \(16, 16, 16\)"):
+    train_lib.train_and_evaluate(tiny.shrink(iseg_config, dataset__threshold=0.99),
                                  str(workdir))
   assert _no_files(workdir) == []  # no config.json, no checkpoint, no event file
 

@@ -1,5 +1,7 @@
-"""Tests for medjax.data.synthetic: layout, determinism, anatomy proportions and contrast."""
+"""Tests for medjax.data.synthetic: layouts, geometry, determinism, anatomy and contrast."""
 
+import hashlib
+import json
 import os
 
 import nibabel as nib
@@ -111,3 +113,224 @@ def test_write_refuses_non_empty_and_cleans_up(tmp_path, monkeypatch):
   with pytest.raises(RuntimeError, match="interrupted"):
     synthetic.write_iseg_layout(tmp_path / "new", shape=(12, 12, 12), num_train=3)
   assert sorted(os.listdir(tmp_path)) == ["full"]  # no partial folder, no temporary folder
+
+
+# ----------------------------------------------------------------------------------------------
+# NIfTI layouts (nnU-Net v2 raw, Medical Segmentation Decathlon): geometry, channels, stability.
+
+# RAS grid and anisotropic voxel size (mm) of the layout tests: a 24 x 24 x 40 mm field of view.
+NIFTI_SHAPE = (20, 24, 16)
+NIFTI_SPACING = (1.2, 1.0, 2.5)
+_RAS_AXIS = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
+
+
+def _tree_sha256(root):
+  digest = hashlib.sha256()
+  for path in sorted(root.rglob("*")):
+    if path.is_file():
+      digest.update(str(path.relative_to(root)).encode())
+      digest.update(path.read_bytes())
+  return digest.hexdigest()
+
+
+def _write(layout, root, **kwargs):
+  writer = {"nnunet": synthetic.write_nnunet_layout,
+            "decathlon": synthetic.write_decathlon_layout}[layout]
+  options = dict(shape=NIFTI_SHAPE, spacing=NIFTI_SPACING, num_channels=3, num_train=2,
+                 num_test=1, seed=0)
+  options.update(kwargs)
+  return writer(root, **options)
+
+
+@pytest.fixture(scope="module")
+def nifti_layouts(tmp_path_factory):
+  """{(layout, axcodes): folder} for both layouts, stored as RAS, LPS and PIR."""
+  root = tmp_path_factory.mktemp("nifti_layouts")
+  return {(layout, ax): _write(layout, root / f"{layout}_{ax}", axcodes=ax)
+          for layout in ("nnunet", "decathlon") for ax in ("RAS", "LPS", "PIR")}
+
+
+def _case_arrays(layout, root, case, folder="imagesTr"):
+  """(image [X, Y, Z, C], label or None, nibabel image of the first file) as stored."""
+  if layout == "nnunet":
+    files = [nib.load(root / folder / f"{case}_{c:04d}.nii.gz") for c in range(3)]
+    image = np.stack([np.asanyarray(f.dataobj) for f in files], axis=-1)
+  else:
+    files = [nib.load(root / folder / f"{case}.nii.gz")]
+    image = np.asanyarray(files[0].dataobj)
+  label = None
+  if folder == "imagesTr":
+    label = nib.load(root / "labelsTr" / f"{case}.nii.gz")
+  return image, label, files[0]
+
+
+def test_iseg_layout_unchanged(tmp_path):
+  """Pinned before the NIfTI layouts were added: the quickstart's numbers depend on these bytes."""
+  root = synthetic.write_iseg_layout(tmp_path / "d", shape=(12, 14, 16), num_train=2, num_test=1,
+                                     seed=5)
+  assert _tree_sha256(root) == (
+      "2395cd87c99cc0604bbe34cf89dd3d7095e55520c1e6d6ebe31d950f4d7012e6")
+  digest = hashlib.sha256()
+  for array in synthetic.generate_subject((24, 28, 32), seed=3, subject_id=2):
+    digest.update(array.tobytes())
+  assert digest.hexdigest() == (
+      "e6ff6327eca82335d20d3a5215376bca882b702df3823e6a03e03025b4339409")
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "PIR"])
+def test_nnunet_files_and_dataset_json(nifti_layouts, axcodes):
+  root = nifti_layouts["nnunet", axcodes]
+  assert sorted(os.listdir(root)) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr"]
+  assert sorted(os.listdir(root / "imagesTr")) == [
+      f"brain_{i:03d}_{c:04d}.nii.gz" for i in (1, 2) for c in range(3)]
+  assert sorted(os.listdir(root / "labelsTr")) == ["brain_001.nii.gz", "brain_002.nii.gz"]
+  assert sorted(os.listdir(root / "imagesTs")) == [f"brain_011_{c:04d}.nii.gz" for c in range(3)]
+  meta = json.loads((root / "dataset.json").read_text())
+  assert meta["channel_names"] == {"0": "T1", "1": "T2", "2": "FLAIR"}
+  assert meta["labels"] == {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
+  assert meta["numTraining"] == 2
+  assert meta["file_ending"] == ".nii.gz"
+  assert meta["name"] == "Dataset001_BuiltinBrain"
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "PIR"])
+def test_decathlon_files_and_dataset_json(nifti_layouts, axcodes):
+  root = nifti_layouts["decathlon", axcodes]
+  assert sorted(os.listdir(root)) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr"]
+  assert sorted(os.listdir(root / "imagesTr")) == ["brain_001.nii.gz", "brain_002.nii.gz"]
+  assert sorted(os.listdir(root / "labelsTr")) == ["brain_001.nii.gz", "brain_002.nii.gz"]
+  assert sorted(os.listdir(root / "imagesTs")) == ["brain_011.nii.gz"]
+  meta = json.loads((root / "dataset.json").read_text())
+  assert meta["name"] == "Task01_BuiltinBrain"
+  assert meta["description"]
+  assert meta["tensorImageSize"] == "4D"
+  assert meta["modality"] == {"0": "T1", "1": "T2", "2": "FLAIR"}
+  assert meta["labels"] == {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
+  assert (meta["numTraining"], meta["numTest"]) == (2, 1)
+  assert meta["training"] == [
+      {"image": f"./imagesTr/brain_00{i}.nii.gz", "label": f"./labelsTr/brain_00{i}.nii.gz"}
+      for i in (1, 2)]
+  assert meta["test"] == ["./imagesTs/brain_011.nii.gz"]
+  for entry in meta["training"]:
+    assert (root / entry["image"]).is_file() and (root / entry["label"]).is_file()
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "decathlon"])
+@pytest.mark.parametrize("axcodes", ["LPS", "PIR"])
+def test_stored_geometry(nifti_layouts, layout, axcodes):
+  """Shape and zooms are the RAS grid's permuted to the stored axes; axcodes as requested."""
+  root = nifti_layouts[layout, axcodes]
+  order = [_RAS_AXIS[c] for c in axcodes]
+  shape = tuple(NIFTI_SHAPE[a] for a in order)
+  spacing = tuple(NIFTI_SPACING[a] for a in order)
+  for case, folder in (("brain_011", "imagesTs"), ("brain_001", "imagesTr")):
+    image, label, first = _case_arrays(layout, root, case, folder)
+    assert image.shape == shape + (3,) and image.dtype == np.int16
+    assert nib.aff2axcodes(first.affine) == tuple(axcodes)
+    np.testing.assert_allclose(first.header.get_zooms()[:3], spacing, rtol=1e-6)
+    assert int(first.header["qform_code"]) == int(first.header["sform_code"]) == 1
+    np.testing.assert_allclose(first.get_qform(), first.get_sform(), atol=1e-5)
+  assert label.shape == shape and label.get_data_dtype() == np.uint8
+  np.testing.assert_allclose(label.affine, first.affine, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "decathlon"])
+@pytest.mark.parametrize("axcodes", ["LPS", "PIR"])
+def test_reoriented_to_ras_equals_ras_written(nifti_layouts, layout, axcodes):
+  """nibabel's own as_closest_canonical gives back the RAS files: same voxels, same world."""
+  ras_root, root = nifti_layouts[layout, "RAS"], nifti_layouts[layout, axcodes]
+  ras_image, ras_label, ras_first = _case_arrays(layout, ras_root, "brain_002")
+  image, label, first = _case_arrays(layout, root, "brain_002")
+  canonical = nib.as_closest_canonical(label)
+  np.testing.assert_array_equal(np.asanyarray(canonical.dataobj),
+                                np.asanyarray(ras_label.dataobj))
+  np.testing.assert_allclose(canonical.affine, ras_label.affine, atol=1e-5)
+  canonical = nib.as_closest_canonical(nib.Nifti1Image(image, first.affine))
+  np.testing.assert_array_equal(np.asanyarray(canonical.dataobj), ras_image)
+  np.testing.assert_allclose(canonical.affine, ras_first.affine, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "decathlon"])
+def test_labels_complete_and_channels_distinct(nifti_layouts, layout):
+  for case in ("brain_001", "brain_002"):
+    image, label, _ = _case_arrays(layout, nifti_layouts[layout, "PIR"], case)
+    label = np.asanyarray(label.dataobj)
+    assert set(np.unique(label)) == {0, 1, 2, 3}
+    brain = label > 0
+    assert np.all(image[~brain] == 0) and np.all(image[brain] > 0)
+    assert not np.array_equal(image[..., 2], image[..., 0])
+    assert not np.array_equal(image[..., 2], image[..., 1])
+
+
+def test_anisotropic_grid_samples_the_same_brain():
+  """3 mm voxels sample the 1 mm brain of the same field of view at every third voxel centre."""
+  iso_image, iso_label, iso_affine = synthetic.generate_case((24, 24, 24), num_channels=3, seed=1,
+                                                             subject_id=4)
+  image, label, affine = synthetic.generate_case((8, 24, 8), spacing=(3.0, 1.0, 3.0),
+                                                 num_channels=3, seed=1, subject_id=4)
+  np.testing.assert_array_equal(label, iso_label[1::3, :, 1::3])
+  # Same world position for those voxels: voxel (i, j, k) is 1 mm voxel (3i + 1, j, 3k + 1).
+  i, j, k = np.meshgrid(np.arange(8), np.arange(24), np.arange(8), indexing="ij")
+  voxels = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+  iso_voxels = np.stack([3 * i.ravel() + 1, j.ravel(), 3 * k.ravel() + 1, np.ones(i.size)])
+  np.testing.assert_allclose(affine @ voxels, iso_affine @ iso_voxels, atol=1e-9)
+  # T1's and FLAIR's bias fields are functions of position too: only the noise differs.
+  for c in (0, 2):
+    diff = image[..., c].astype(float) - iso_image[1::3, :, 1::3, c]
+    noise = {0: synthetic._T1_NOISE, 2: synthetic._FLAIR_NOISE}[c]
+    assert np.std(diff[label > 0]) < 2 * noise
+
+
+def test_ras_one_mm_case_is_generate_subject(tmp_path):
+  root = synthetic.write_nnunet_layout(tmp_path / "d", shape=(24, 28, 32), num_train=2, seed=3)
+  t1, t2, label = synthetic.generate_subject((24, 28, 32), seed=3, subject_id=2)
+  img = nib.load(root / "imagesTr" / "brain_002_0000.nii.gz")
+  np.testing.assert_array_equal(np.asanyarray(img.dataobj), t1)
+  np.testing.assert_array_equal(
+      np.asanyarray(nib.load(root / "imagesTr" / "brain_002_0001.nii.gz").dataobj), t2)
+  class_ids = np.asanyarray(nib.load(root / "labelsTr" / "brain_002.nii.gz").dataobj)
+  np.testing.assert_array_equal(np.asarray(iseg.LABEL_VALUES)[class_ids], label)
+  assert sorted(os.listdir(root / "imagesTr")) == [
+      f"brain_00{i}_000{c}.nii.gz" for i in (1, 2) for c in (0, 1)]
+  assert not (root / "imagesTs").exists()
+  assert json.loads((root / "dataset.json").read_text())["channel_names"] == {"0": "T1",
+                                                                             "1": "T2"}
+
+
+def test_reproducible_and_per_case(nifti_layouts, tmp_path):
+  first = nifti_layouts["decathlon", "PIR"]
+  again = _write("decathlon", tmp_path / "again", axcodes="PIR")
+  assert _tree_sha256(again) == _tree_sha256(first)
+  other_seed = _write("decathlon", tmp_path / "other", axcodes="PIR", seed=1)
+  labels = {name: np.asanyarray(nib.load(root / "labelsTr" / "brain_001.nii.gz").dataobj)
+            for name, root in (("first", first), ("other", other_seed))}
+  assert not np.array_equal(labels["first"], labels["other"])
+  second = np.asanyarray(nib.load(first / "labelsTr" / "brain_002.nii.gz").dataobj)
+  assert not np.array_equal(labels["first"], second)
+
+
+def test_flair_contrast():
+  image, label, _ = synthetic.generate_case(MEDIUM, num_channels=3, seed=0, subject_id=2)
+  flair = {k: image[..., 2][label == k].mean() for k in (1, 2, 3)}
+  assert flair[1] < 0.3 * flair[3]  # CSF suppressed
+  assert flair[3] < 0.9 * flair[2]  # WM darker than GM
+
+
+def test_one_channel_decathlon_is_3d(tmp_path):
+  root = _write("decathlon", tmp_path / "d", num_channels=1, num_test=0, file_ending=".nii")
+  meta = json.loads((root / "dataset.json").read_text())
+  assert meta["tensorImageSize"] == "3D" and meta["modality"] == {"0": "T1"}
+  assert meta["test"] == [] and meta["training"][0]["image"] == "./imagesTr/brain_001.nii"
+  assert nib.load(root / "imagesTr" / "brain_001.nii").shape == NIFTI_SHAPE
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(axcodes="RRS"), "axcodes"), (dict(axcodes="RA"), "axcodes"),
+    (dict(spacing=(1.0, 0.0, 1.0)), "spacing"), (dict(spacing=(1.0, 1.0)), "spacing"),
+    (dict(num_channels=4), "num_channels"), (dict(file_ending=".mha"), "file_ending"),
+    (dict(shape=(4, 24, 24)), "shape"), (dict(num_train=0), "num_train")])
+def test_bad_arguments(tmp_path, kwargs, match):
+  for layout in ("nnunet", "decathlon"):
+    with pytest.raises(ValueError, match=match):
+      _write(layout, tmp_path / layout, **kwargs)
+  assert not any(tmp_path.iterdir())

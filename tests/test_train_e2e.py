@@ -47,8 +47,9 @@ def test_resume_continues_exactly(iseg_config, tmp_path):
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(iseg_config, tmp_path, monkeypatch):
   create = input_pipeline.create_train_iterator
 
-  def poisoned(config, *, start_step=0):
-    for step, batch in enumerate(create(config, start_step=start_step), start=start_step + 1):
+  def poisoned(config, *, start_step=0, **kwargs):
+    for step, batch in enumerate(create(config, start_step=start_step, **kwargs),
+                                 start=start_step + 1):
       if step == 3:
         batch = dict(batch, image=np.full_like(batch["image"], np.nan))
       yield batch

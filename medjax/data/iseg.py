@@ -4,7 +4,8 @@ The challenge distributes Analyze 7.5 pairs named `subject-N-T1.hdr/.img`, `subj
 and, for the training subjects 1-10, `subject-N-label.hdr/.img` (144 x 192 x 256 voxels, 1 mm,
 label values 0 / 10 / 150 / 250 for background / CSF / GM / WM). The download unpacks to
 `iSeg-2017-Training/` and `iSeg-2017-Testing/`; `find_subjects` accepts those subfolders or one
-flat folder holding all files.
+flat folder holding all files. iSeg-2019 names its files the same way and reuses `find_subjects`
+with its own folder names (`medjax.data.medzoo_layouts`).
 """
 
 from __future__ import annotations
@@ -95,13 +96,27 @@ def classes_to_values(classes: np.ndarray) -> np.ndarray:
   return np.asarray(LABEL_VALUES, dtype=np.uint8)[classes.astype(np.int64)]
 
 
-def find_subjects(root: str | os.PathLike) -> dict[int, SubjectFiles]:
-  """Finds and checks the iSeg-2017 files under `root`.
+def _folder_list(folders: tuple[str, ...]) -> str:
+  names = [f"{f}/" for f in folders]
+  return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def find_subjects(root: str | os.PathLike, *, training_folder: str = TRAINING_FOLDER,
+                  testing_folders: tuple[str, ...] = (TESTING_FOLDER,),
+                  dataset: str = "iSeg-2017") -> dict[int, SubjectFiles]:
+  """Finds and checks the iSeg files under `root` (iSeg-2017 by default).
 
   `root` is either the folder holding `iSeg-2017-Training/` and/or `iSeg-2017-Testing/`, or a
   flat folder with all `subject-N-*` files. Subjects in `iSeg-2017-Training/` must have a label;
   elsewhere a subject without a label file is a test subject. Files not named `subject-*` are
   ignored.
+
+  Args:
+    root: the download folder.
+    training_folder: the subfolder whose subjects must have labels.
+    testing_folders: further subfolders searched (subjects there may lack labels). iSeg-2019
+      uses `iSeg-2019-Training` and (`iSeg-2019-Validation`, `iSeg-2019-Testing`).
+    dataset: the challenge name used in error messages.
 
   Returns:
     subject id -> SubjectFiles, sorted by id.
@@ -112,11 +127,12 @@ def find_subjects(root: str | os.PathLike) -> dict[int, SubjectFiles]:
       subject present in two folders.
   """
   root = pathlib.Path(root).expanduser()
+  subfolders = (training_folder,) + tuple(testing_folders)
   if not root.is_dir():
     raise FileNotFoundError(
-        f"manual_dir {root} does not exist or is not a folder; expected the iSeg-2017 download "
-        f"(folders {TRAINING_FOLDER}/ and {TESTING_FOLDER}/, or the subject-N-*.hdr/.img files).")
-  folders = [root] + [root / f for f in (TRAINING_FOLDER, TESTING_FOLDER) if (root / f).is_dir()]
+        f"manual_dir {root} does not exist or is not a folder; expected the {dataset} download "
+        f"(folders {_folder_list(subfolders)}, or the subject-N-*.hdr/.img files).")
+  folders = [root] + [root / f for f in subfolders if (root / f).is_dir()]
   found: dict[int, dict[str, dict[str, pathlib.Path]]] = {}
   folder_of: dict[int, pathlib.Path] = {}
   for folder in folders:
@@ -126,7 +142,7 @@ def find_subjects(root: str | os.PathLike) -> dict[int, SubjectFiles]:
       m = _FILE_RE.match(path.name)
       if m is None:
         raise ValueError(
-            f"{path}: unexpected file; iSeg-2017 files are named "
+            f"{path}: unexpected file; {dataset} files are named "
             "subject-N-T1.hdr/.img, subject-N-T2.hdr/.img and subject-N-label.hdr/.img.")
       sid, kind, ext = int(m.group(1)), m.group(2), m.group(3)
       if folder_of.setdefault(sid, folder) != folder:
@@ -135,15 +151,15 @@ def find_subjects(root: str | os.PathLike) -> dict[int, SubjectFiles]:
       found.setdefault(sid, {}).setdefault(kind, {})[ext] = path
   if not found:
     raise FileNotFoundError(
-        f"manual_dir {root} holds no iSeg-2017 files; expected {TRAINING_FOLDER}/ and "
-        f"{TESTING_FOLDER}/ from the download, or subject-N-T1.hdr/.img, subject-N-T2.hdr/.img "
+        f"manual_dir {root} holds no {dataset} files; expected {_folder_list(subfolders)} "
+        "from the download, or subject-N-T1.hdr/.img, subject-N-T2.hdr/.img "
         "and subject-N-label.hdr/.img directly in it.")
   subjects = {}
   for sid in sorted(found):
     kinds = found[sid]
     folder = folder_of[sid]
     need = list(MODALITIES)
-    if "label" in kinds or folder.name == TRAINING_FOLDER:
+    if "label" in kinds or folder.name == training_folder:
       need.append("label")
     for kind in need:
       for ext in ("hdr", "img"):

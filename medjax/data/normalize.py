@@ -12,6 +12,13 @@ interpolation, over the whole volume including background), like MedicalZoo's
   100 (z - min z) / (max z - min z) + 10, in [10, 110]; zero voxels stay 0.
 - `none`: x.
 
+One mode is fixed by dataset-wide statistics instead of the volume's own (nnU-Net's
+`CTNormalization`, for CT channels whose Hounsfield units mean the same in every scan):
+
+- `ct`: clip to the 0.5 and 99.5 percentiles of the training set's foreground intensities,
+  then (x - mean) / max(std, 1e-8) with that foreground's mean and std (`ct_stats`). No
+  per-volume percentile clip.
+
 Standard deviations are population ones (ddof=0). A zero denominator (a constant channel) is
 replaced by 1, so such a channel maps to 0 instead of NaN.
 
@@ -27,7 +34,14 @@ from typing import Sequence
 
 import numpy as np
 
+# Modes fixed by one volume's own statistics (`volume_stats`).
 MODES = ("full_volume_mean", "max_min", "mean", "max", "brats", "none")
+# Modes fixed by statistics of the training set (`ct_stats`).
+DATASET_MODES = ("ct",)
+ALL_MODES = MODES + DATASET_MODES
+CT_STATS_FIELDS = ("mean", "std", "percentile_00_5", "percentile_99_5")
+# Foreground voxels sampled per training case for `ct_stats` (nnU-Net samples 10,000).
+CT_SAMPLES_PER_CASE = 10_000
 DEFAULT_CLIP_PERCENTILES = (0.1, 99.8)
 # The fields of `volume_stats`, in order. All but the clip bounds are of the clipped channel;
 # `nz_*` are over its non-zero voxels.
@@ -138,3 +152,86 @@ def normalize(image: np.ndarray, mode: str, *,
   return np.stack([
       normalize_with_stats(image[..., c], volume_stats(image[..., c], clip_percentiles), mode)
       for c in range(image.shape[-1])], axis=-1)
+
+
+def foreground_samples(channel: np.ndarray, label: np.ndarray, *, rng: np.random.Generator,
+                       num_samples: int = CT_SAMPLES_PER_CASE) -> np.ndarray:
+  """Up to `num_samples` intensities of `channel` where `label > 0`, drawn without replacement.
+
+  Args:
+    channel: `[D, H, W]` raw intensities of one channel.
+    label: `[D, H, W]` class ids on the same grid.
+    rng: the generator (a fixed seed per case makes the statistics reproducible).
+
+  Returns:
+    float64 `[n]`, n = min(num_samples, foreground voxels).
+  """
+  channel, label = np.asarray(channel), np.asarray(label)
+  if channel.shape != label.shape:
+    raise ValueError(f"channel {channel.shape} and label {label.shape} differ in shape.")
+  values = channel[label > 0].astype(np.float64)
+  if values.size > num_samples:
+    values = rng.choice(values, num_samples, replace=False)
+  return values
+
+
+def ct_stats(samples: np.ndarray) -> dict[str, float]:
+  """`ct` mode's statistics from foreground intensities pooled over the training cases.
+
+  Returns:
+    `{'mean', 'std', 'percentile_00_5', 'percentile_99_5'}` (population std; `np.percentile`
+    with linear interpolation), as nnU-Net's dataset fingerprint computes them.
+
+  Raises:
+    ValueError: no foreground voxel at all.
+  """
+  samples = np.asarray(samples, np.float64).ravel()
+  if samples.size == 0:
+    raise ValueError("no foreground voxels in the training cases: the 'ct' normalisation needs "
+                     "labelled foreground to compute its intensity statistics.")
+  lo, hi = np.percentile(samples, (0.5, 99.5))
+  return {"mean": float(samples.mean()), "std": float(samples.std()),
+          "percentile_00_5": float(lo), "percentile_99_5": float(hi)}
+
+
+def normalize_ct(channel: np.ndarray, stats: dict[str, float]) -> np.ndarray:
+  """nnU-Net's CT normalisation of one channel with the training set's `ct_stats`; float32."""
+  missing = [k for k in CT_STATS_FIELDS if k not in stats]
+  if missing:
+    raise ValueError(f"ct statistics lack {missing}; expected the fields {CT_STATS_FIELDS}.")
+  x = np.clip(np.asarray(channel, np.float64), stats["percentile_00_5"], stats["percentile_99_5"])
+  return ((x - stats["mean"]) / max(stats["std"], 1e-8)).astype(np.float32)
+
+
+def normalize_channels(image: np.ndarray, modes: Sequence[str], *,
+                       clip_percentiles: Sequence[float] | None = DEFAULT_CLIP_PERCENTILES,
+                       dataset_stats: Sequence[dict[str, float] | None] | None = None
+                       ) -> np.ndarray:
+  """Normalises channel c of `image [..., C]` with `modes[c]` (any of ALL_MODES).
+
+  Args:
+    image: `[..., C]` raw intensities.
+    modes: one mode per channel.
+    clip_percentiles: the per-volume clip of the MODES (not used by `ct`).
+    dataset_stats: per channel, the `ct_stats` of a `ct` channel (None elsewhere).
+
+  Returns:
+    `[..., C]` float32. With every mode in MODES this equals `normalize` channel by channel.
+  """
+  image = np.asarray(image)
+  if image.ndim < 2 or image.shape[-1] != len(modes):
+    raise ValueError(f"image of shape {image.shape} needs one normalisation per channel; got "
+                     f"{len(modes)}: {tuple(modes)}.")
+  out = []
+  for c, mode in enumerate(modes):
+    if mode in DATASET_MODES:
+      stats = None if dataset_stats is None else dataset_stats[c]
+      if stats is None:
+        raise ValueError(f"channel {c} uses normalisation {mode!r}, which needs the training "
+                         "set's intensity statistics; none were given.")
+      out.append(normalize_ct(image[..., c], stats))
+    else:
+      _check_mode(mode)
+      out.append(normalize_with_stats(image[..., c], volume_stats(image[..., c], clip_percentiles),
+                                      mode))
+  return np.stack(out, axis=-1)

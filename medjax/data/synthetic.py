@@ -1,4 +1,4 @@
-"""Built-in iSeg-2017-layout data: synthetic 6-month infant brains, written like the download.
+"""Built-in data: synthetic 6-month infant brains in the iSeg-2017, nnU-Net v2 and MSD layouts.
 
 `write_iseg_layout` writes `iSeg-2017-Training/subject-N-{T1,T2,label}.hdr/.img` (and
 `iSeg-2017-Testing/` for test subjects) as Analyze 7.5 pairs with the real files' conventions:
@@ -6,35 +6,50 @@ int16 T1/T2 and uint8 label values 0 / 10 / 150 / 250, a trailing singleton axis
 (`[D, H, W, 1]`), 1 mm voxels and a zero (skull-stripped) background. Everything downstream
 reads these files exactly like the real download.
 
-Anatomy (sizes are fractions of the volume, so any shape works; numbers below are mm at the real
-144 x 192 x 256 size): a cerebrum ellipsoid (semi-axes about 56 x 72 x 54) whose outline varies
-smoothly per subject; outer CSF (2 mm over the gyral crowns); sulci, thin CSF clefts up to about
-16 mm deep that run along the zero lines of a random field on the sphere; a grey-matter (GM)
-ribbon 4.6 mm thick that lines the outer surface and both walls of every sulcus, so that it folds
-around white-matter (WM) gyral cores; an interhemispheric fissure (CSF lined by GM) down to the
-corpus callosum; two curved lateral ventricles (CSF) and two deep-GM nuclei. At full size the
-classes cover about 87 % background, 3 % CSF, 5.5 % GM and 4.5 % WM (real data: 87 / 3 / 6 / 4).
+`write_nnunet_layout` (nnU-Net v2 raw: `dataset.json`, `imagesTr/{case}_{XXXX}.nii.gz`,
+`labelsTr/`, `imagesTs/`) and `write_decathlon_layout` (Medical Segmentation Decathlon: one
+`[X, Y, Z, C]` image per case) write the same brains as NIfTI with class ids 0..3 (background,
+CSF, GM, WM), 1-3 channels (T1, T2 and a FLAIR-like contrast), any voxel spacing (the same
+physical brain sampled at that spacing) and any stored orientation (`axcodes`, reoriented with
+nibabel so that every tissue keeps its world position); `generate_case` gives one such case as
+arrays. They are the no-download examples of the generic dataset route.
+
+Anatomy (sizes are fractions of the field of view, so any shape works; numbers below are mm at
+the real 144 x 192 x 256 size): a cerebrum ellipsoid (semi-axes about 56 x 72 x 54) whose
+outline varies smoothly per subject; outer CSF (2 mm over the gyral crowns); sulci, thin CSF
+clefts up to about 16 mm deep that run along the zero lines of a random field on the sphere; a
+grey-matter (GM) ribbon 4.6 mm thick that lines the outer surface and both walls of every
+sulcus, so that it folds around white-matter (WM) gyral cores; an interhemispheric fissure (CSF
+lined by GM) down to the corpus callosum; two curved lateral ventricles (CSF) and two deep-GM
+nuclei. At full size the classes cover about 87 % background, 3 % CSF, 5.5 % GM and 4.5 % WM
+(real data: 87 / 3 / 6 / 4).
 
 Contrast (isointense phase, about 6 months): in T1, CSF is dark and GM and WM are close; in T2,
-CSF is bright and WM is brighter than GM. Each subject also gets a smooth multiplicative bias
-field per modality, a smooth myelination gradient in WM, and Gaussian noise, so that no single
-threshold of one modality separates the tissues while local T1 + T2 contrast does.
+CSF is bright and WM is brighter than GM; in the FLAIR-like third channel, CSF is suppressed
+(dark) and WM is darker than GM. Each subject also gets a smooth multiplicative bias field per
+modality, a smooth myelination gradient in WM, and Gaussian noise, so that no single threshold
+of one modality separates the tissues while local T1 + T2 contrast does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
+from nibabel import orientations
 import numpy as np
 
 from medjax import io
 from medjax.data import iseg
 
 REAL_SHAPE = (144, 192, 256)
+# Channel c of the NIfTI layouts, and class id k -> name.
+CHANNEL_NAMES = ("T1", "T2", "FLAIR")
+CLASS_NAMES = ("background", "CSF", "GM", "WM")
 # Brain semi-axes as fractions of each axis length (LR, AP, SI at the real shape).
 _SEMI_AXES = (0.39, 0.375, 0.212)
 # Lengths below are in mm at the real shape and scale with the brain radius at other shapes.
@@ -53,6 +68,9 @@ _T1_NOISE = 8.0
 _T2_NOISE = 20.0
 _BIAS_STD = 0.14          # std of the log bias field
 _MYELIN_AMPLITUDE = 0.04  # WM T1 up / T2 down by this fraction where myelination is ahead
+# FLAIR-like third channel: CSF suppressed, WM darker than GM.
+_FLAIR_MEANS = (0.0, 45.0, 320.0, 250.0)
+_FLAIR_NOISE = 10.0
 
 
 def _smooth_direction_field(rng: np.random.Generator, dirs: np.ndarray, *, num_waves: int,
@@ -86,37 +104,50 @@ def _smooth_space_field(rng: np.random.Generator, pos: np.ndarray, *, num_waves:
   return _smooth_direction_field(rng, pos, num_waves=num_waves, freqs=(0.5 * freq, freq))
 
 
-def generate_subject(shape: Sequence[int] = REAL_SHAPE, *, seed: int = 0,
-                     subject_id: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Generates one synthetic subject.
-
-  Deterministic in (seed, subject_id); subjects differ in size, outline, folding, ventricles,
-  bias fields and noise. About 1.5 s at the real size on one core (vectorised numpy on the
-  voxels that can be brain).
-
-  Args:
-    shape: volume shape `(D, H, W)`; each axis at least 8.
-    seed: dataset seed.
-    subject_id: subject number.
-
-  Returns:
-    (t1, t2, label): `[D, H, W]` int16, int16 and uint8 iSeg label values (0/10/150/250);
-    background voxels are 0 in all three.
-  """
+def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
   shape = tuple(int(s) for s in shape)
   if len(shape) != 3 or min(shape) < 8:
     raise ValueError(f"shape must be 3 axes of at least 8 voxels, got {shape}.")
+  return shape
+
+
+def _render(shape: tuple[int, int, int], spacing: np.ndarray, *, seed: int, subject_id: int,
+            flair: bool) -> tuple[list[np.ndarray], np.ndarray]:
+  """Samples one subject's brain on a RAS voxel grid.
+
+  The brain is defined in a continuous reference frame of 1-unit cells whose field of view is
+  `shape * spacing` units; voxel `i` of an axis with spacing `s` samples the point
+  `(i + 0.5) * s - 0.5` (the centre of its `s`-unit cell), so `spacing = 1` samples the cell
+  centres `0, 1, ..., n - 1` exactly like `generate_subject` always has.
+
+  Args:
+    shape: RAS voxel grid `(D, H, W)` (axes towards R, A, S).
+    spacing: `[3]` float64 cell size of each axis, in reference units (mm).
+    seed: dataset seed.
+    subject_id: subject number.
+    flair: also render the FLAIR-like channel (from its own random stream, so T1, T2 and the
+      label do not depend on it).
+
+  Returns:
+    ([t1, t2] or [t1, t2, flair] `[D, H, W]` int16, label `[D, H, W]` uint8 class ids 0..3).
+  """
   rng = np.random.default_rng([seed, subject_id, 2017])
-  semi = np.array(_SEMI_AXES) * shape * rng.uniform(0.94, 1.06, size=3)
-  center = (np.array(shape) - 1) / 2 + rng.uniform(-0.03, 0.03, size=3) * shape
-  mm = float(np.prod(semi)) ** (1 / 3) / _REAL_RADIUS_MM  # voxels per "real mm"
+  fov = spacing * shape  # reference units
+  # Reference coordinate of voxel 0 (exactly 0.0 for spacing 1).
+  first = 0.5 * spacing - 0.5
+  semi = np.array(_SEMI_AXES) * fov * rng.uniform(0.94, 1.06, size=3)
+  center = (fov - 1) / 2 + rng.uniform(-0.03, 0.03, size=3) * fov
+  mm = float(np.prod(semi)) ** (1 / 3) / _REAL_RADIUS_MM  # reference units per "real mm"
 
   # Work on the voxels that can be brain: inside the enlarged ellipsoid's bounding box.
   outline_amp = 0.06
-  lo = np.maximum(np.floor(center - semi * (1 + 2 * outline_amp)), 0).astype(int)
-  hi = np.minimum(np.ceil(center + semi * (1 + 2 * outline_amp)) + 1, shape).astype(int)
-  grids = np.meshgrid(*[(np.arange(a, b, dtype=np.float32) - np.float32(c)) / np.float32(s)
-                        for a, b, c, s in zip(lo, hi, center, semi)], indexing="ij")
+  reach = semi * (1 + 2 * outline_amp)
+  lo = np.maximum(np.floor((center - reach - first) / spacing), 0).astype(int)
+  hi = np.minimum(np.ceil((center + reach - first) / spacing) + 1, shape).astype(int)
+  grids = np.meshgrid(*[((f + s * np.arange(a, b)).astype(np.float32) - np.float32(c))
+                        / np.float32(r)
+                        for a, b, f, s, c, r in zip(lo, hi, first, spacing, center, semi)],
+                      indexing="ij")
   u = np.stack([g.ravel() for g in grids], axis=1)  # [N, 3] normalised coordinates
   rho = np.linalg.norm(u, axis=1)
   cand = rho < 1 + 2 * outline_amp
@@ -128,7 +159,7 @@ def generate_subject(shape: Sequence[int] = REAL_SHAPE, *, seed: int = 0,
   outline = 1 + outline_amp * np.tanh(
       _smooth_direction_field(rng, dirs, num_waves=8, freqs=(1.0, 3.0)))
   radius = float(np.prod(semi)) ** (1 / 3)
-  depth = (outline - rho) * radius  # voxels below the outer surface (approximately)
+  depth = (outline - rho) * radius  # reference units below the outer surface (approximately)
 
   # Interhemispheric fissure above the corpus callosum: a medial surface lined with CSF and GM.
   mid_lr = 0.03 * np.sin(2.5 * u[:, 1] + rng.uniform(0, 2 * np.pi))
@@ -142,7 +173,7 @@ def generate_subject(shape: Sequence[int] = REAL_SHAPE, *, seed: int = 0,
   fold, grad = _smooth_direction_field(rng, dirs, num_waves=_NUM_FOLD_WAVES, freqs=_FOLD_FREQS,
                                        with_gradient=True)
   grad_t = grad - np.sum(grad * dirs, axis=1, keepdims=True) * dirs  # along the surface
-  # First-order distance (voxels) from the cleft's mid-plane {fold = 0}.
+  # First-order distance from the cleft's mid-plane {fold = 0}.
   lateral = np.abs(fold) / np.maximum(np.linalg.norm(grad_t, axis=1), 1e-3) * (rho * radius)
   sulcus_depth = _SULCUS_DEPTH_MM * mm * (0.75 + 0.25 * np.tanh(
       _smooth_direction_field(rng, dirs, num_waves=8, freqs=(2.0, 5.0))))
@@ -179,21 +210,150 @@ def generate_subject(shape: Sequence[int] = REAL_SHAPE, *, seed: int = 0,
   t1[wm] *= 1 + _MYELIN_AMPLITUDE * myelin
   t2[wm] *= 1 - _MYELIN_AMPLITUDE * myelin
   brain = label > 0
+  # (T2's bias field is drawn after T1's noise, so unlike the anatomy it changes with the grid;
+  # kept so that generate_subject's output never changes.)
   for img, noise in ((t1, _T1_NOISE), (t2, _T2_NOISE)):
     bias = np.exp(_BIAS_STD * _smooth_space_field(rng, u[brain], num_waves=8, freq=2.5))
     img[brain] = img[brain] * bias + rng.normal(0, noise, size=int(brain.sum()))
     # Skull-stripped data is zero outside the brain and positive inside.
     img[brain] = np.maximum(img[brain], 1)
+  images = [t1, t2]
+  if flair:
+    # FLAIR-like: CSF suppressed, WM darker than GM (more so where myelination is ahead), with
+    # its own bias field and noise from a separate stream: the bias field is the same function
+    # of position on every grid.
+    flair_rng = np.random.default_rng([seed, subject_id, 2017, 3])
+    fl = np.asarray(_FLAIR_MEANS, np.float32)[label]
+    fl[wm] *= 1 - _MYELIN_AMPLITUDE * myelin
+    bias = np.exp(_BIAS_STD * _smooth_space_field(flair_rng, u[brain], num_waves=8, freq=2.5))
+    fl[brain] = fl[brain] * bias + flair_rng.normal(0, _FLAIR_NOISE, size=int(brain.sum()))
+    fl[brain] = np.maximum(fl[brain], 1)
+    images.append(fl)
 
-  out = []
-  for values, dtype in ((t1, np.int16), (t2, np.int16),
-                        (np.asarray(iseg.LABEL_VALUES, np.uint8)[label], np.uint8)):
-    full = np.zeros(shape, dtype)
+  def full(values: np.ndarray, dtype: type) -> np.ndarray:
+    out = np.zeros(shape, dtype)
     box = np.zeros(int(np.prod(hi - lo)), dtype)
     box[box_index] = np.round(values) if dtype == np.int16 else values
-    full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.reshape(hi - lo)
-    out.append(full)
-  return tuple(out)
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.reshape(hi - lo)
+    return out
+
+  return [full(img, np.int16) for img in images], full(label, np.uint8)
+
+
+def generate_subject(shape: Sequence[int] = REAL_SHAPE, *, seed: int = 0,
+                     subject_id: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Generates one synthetic subject.
+
+  Deterministic in (seed, subject_id); subjects differ in size, outline, folding, ventricles,
+  bias fields and noise. About 1.5 s at the real size on one core (vectorised numpy on the
+  voxels that can be brain).
+
+  Args:
+    shape: volume shape `(D, H, W)`; each axis at least 8.
+    seed: dataset seed.
+    subject_id: subject number.
+
+  Returns:
+    (t1, t2, label): `[D, H, W]` int16, int16 and uint8 iSeg label values (0/10/150/250);
+    background voxels are 0 in all three.
+  """
+  shape = _check_shape(shape)
+  (t1, t2), label = _render(shape, np.ones(3), seed=seed, subject_id=subject_id, flair=False)
+  return t1, t2, np.asarray(iseg.LABEL_VALUES, np.uint8)[label]
+
+
+def _check_geometry(spacing: Sequence[float], axcodes: str | Sequence[str],
+                    num_channels: int) -> tuple[np.ndarray, tuple[str, str, str]]:
+  spacing = np.asarray(spacing, dtype=np.float64)
+  if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+    raise ValueError(f"spacing must be 3 positive voxel sizes in mm, got {tuple(spacing)}.")
+  codes = tuple(str(c).upper() for c in axcodes)
+  if (len(codes) != 3 or any(c not in "LRPAIS" for c in codes)
+      or sorted("LRPAIS".index(c) // 2 for c in codes) != [0, 1, 2]):
+    raise ValueError(f"axcodes must name one of L/R, P/A and I/S each, such as 'RAS', 'LPS' or "
+                     f"'PIR'; got {axcodes!r}.")
+  if not 1 <= num_channels <= len(CHANNEL_NAMES):
+    raise ValueError(
+        f"num_channels must be 1..{len(CHANNEL_NAMES)} {CHANNEL_NAMES}, got {num_channels}.")
+  return spacing, codes
+
+
+def generate_case(shape: Sequence[int] = REAL_SHAPE, *, spacing: Sequence[float] = (1., 1., 1.),
+                  axcodes: str = "RAS", num_channels: int = 2, seed: int = 0,
+                  subject_id: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One synthetic subject as a NIfTI case: channels-last image, class ids and affine.
+
+  The brain is one physical object per (seed, subject_id, shape * spacing): it is generated in
+  millimetres over a field of view of `shape * spacing` mm (the RAS extent) and sampled at the
+  centre of every voxel, so a coarser spacing samples the same tissue more sparsely (no
+  resampling, no partial-volume mixing). With `spacing = (1, 1, 1)` and `axcodes = 'RAS'` the
+  T1, T2 and label maps are exactly `generate_subject(shape, ...)`'s. The field of view is
+  centred on world (0, 0, 0) mm; `axcodes` changes only how the voxels are stored: the RAS
+  arrays are reoriented with `nibabel.orientations` and the affine follows, so every tissue
+  keeps its world position (`nibabel.as_closest_canonical` of the written file gives back the
+  RAS arrays exactly).
+
+  Two grids with the same field of view (`shape * spacing`) hold the same anatomy: their labels
+  agree at every shared voxel centre, e.g. `(8, 8, 24)` voxels of 3 x 3 x 1 mm equal
+  `(24, 24, 24)` 1 mm voxels `[1::3, 1::3, :]`. The noise, and T2's bias field, are drawn per
+  grid; T1's and FLAIR's bias fields are functions of position.
+
+  Args:
+    shape: voxel counts of the RAS grid `(n_LR, n_AP, n_SI)` (axes towards R, A and S), before
+      reorientation; each at least 8.
+    spacing: voxel size in mm along those RAS axes, e.g. `(1.0, 1.0, 2.5)` for thick axial
+      slices.
+    axcodes: orientation of the stored voxel axes, nibabel's convention (`'RAS'`: axis 0 runs
+      towards Right, ...; `'LPS'` is DICOM's; `'PIR'` a sagittal acquisition).
+    num_channels: 1 (T1), 2 (T1, T2) or 3 (T1, T2, FLAIR); see CHANNEL_NAMES.
+    seed: dataset seed.
+    subject_id: subject number.
+
+  Returns:
+    (image, label, affine): image `[D, H, W, C]` int16 (zero background, positive brain) and
+    label `[D, H, W]` uint8 class ids 0..3 (CLASS_NAMES), both in the stored voxel order (the
+    RAS shape permuted by `axcodes`), and the `[4, 4]` float64 voxel-to-world (mm) affine.
+  """
+  shape = _check_shape(shape)
+  spacing, codes = _check_geometry(spacing, axcodes, num_channels)
+  images, label = _render(shape, spacing, seed=seed, subject_id=subject_id,
+                          flair=num_channels > 2)
+  image = np.stack(images[:num_channels], axis=-1)
+  ras_affine = np.diag(np.append(spacing, 1.0))
+  ras_affine[:3, 3] = -0.5 * (np.array(shape) - 1) * spacing  # grid centre at world 0
+  ornt = orientations.ornt_transform(orientations.axcodes2ornt(("R", "A", "S")),
+                                     orientations.axcodes2ornt(codes))
+  affine = ras_affine @ orientations.inv_ornt_aff(ornt, shape)
+  image = np.ascontiguousarray(orientations.apply_orientation(image, ornt))
+  label = np.ascontiguousarray(orientations.apply_orientation(label, ornt))
+  return image, label, affine
+
+
+def _write_folder(out_dir: str | os.PathLike, write: Callable[[pathlib.Path], None]
+                  ) -> pathlib.Path:
+  """Runs `write(tmp)` into a temporary sibling of `out_dir` and renames it to `out_dir`."""
+  out_dir = pathlib.Path(out_dir).expanduser()
+  if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    raise FileExistsError(f"{out_dir}: exists and is not an empty folder; refusing to write.")
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  try:
+    write(tmp)
+    if out_dir.exists():
+      out_dir.rmdir()
+    tmp.rename(out_dir)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
+  return out_dir
+
+
+def _subject_ids(num_train: int, num_test: int) -> tuple[list[int], list[int]]:
+  """Training subjects 1..num_train; test subjects from max(11, num_train + 1), like iSeg."""
+  if num_train < 1 or num_test < 0:
+    raise ValueError(f"need num_train >= 1 and num_test >= 0, got {num_train}, {num_test}.")
+  first_test = max(11, num_train + 1)
+  return list(range(1, num_train + 1)), [first_test + i for i in range(num_test)]
 
 
 def write_iseg_layout(out_dir: str | os.PathLike, *, shape: Sequence[int] = REAL_SHAPE,
@@ -218,28 +378,163 @@ def write_iseg_layout(out_dir: str | os.PathLike, *, shape: Sequence[int] = REAL
   Returns:
     `out_dir` as a Path.
   """
-  out_dir = pathlib.Path(out_dir).expanduser()
-  if num_train < 1 or num_test < 0:
-    raise ValueError(f"need num_train >= 1 and num_test >= 0, got {num_train}, {num_test}.")
-  if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-    raise FileExistsError(f"{out_dir}: exists and is not an empty folder; refusing to write.")
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-  try:
-    first_test = max(11, num_train + 1)
-    subjects = [(i, True) for i in range(1, num_train + 1)]
-    subjects += [(first_test + i, False) for i in range(num_test)]
-    for sid, labelled in subjects:
+  train_ids, test_ids = _subject_ids(num_train, num_test)
+
+  def write(tmp: pathlib.Path) -> None:
+    for sid in train_ids + test_ids:
+      labelled = sid in train_ids
       folder = tmp if flat else tmp / (iseg.TRAINING_FOLDER if labelled else iseg.TESTING_FOLDER)
       t1, t2, label = generate_subject(shape, seed=seed, subject_id=sid)
       affine = np.eye(4)  # Analyze keeps only the 1 mm voxel size; nibabel rebuilds the rest.
       arrays = [("T1", t1), ("T2", t2)] + ([("label", label)] if labelled else [])
       for kind, data in arrays:
         io.save_image(folder / f"subject-{sid}-{kind}.hdr", data[..., None], affine)
-    if out_dir.exists():
-      out_dir.rmdir()
-    tmp.rename(out_dir)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp)
-  return out_dir
+
+  return _write_folder(out_dir, write)
+
+
+def _check_file_ending(file_ending: str) -> str:
+  if file_ending not in (".nii.gz", ".nii"):
+    raise ValueError(f"file_ending must be '.nii.gz' or '.nii', got {file_ending!r}.")
+  return file_ending
+
+
+def _description(seed: int, shape: Sequence[int], spacing: Sequence[float],
+                 axcodes: str) -> str:
+  return (f"Synthetic 6-month infant brains written by medjax.data.synthetic (seed {seed}, "
+          f"RAS grid {' x '.join(str(int(s)) for s in shape)} voxels of "
+          f"{' x '.join(f'{float(s):g}' for s in spacing)} mm, stored as {axcodes}).")
+
+
+def write_nnunet_layout(out_dir: str | os.PathLike, *, shape: Sequence[int] = REAL_SHAPE,
+                        num_train: int = 10, num_test: int = 0, seed: int = 0,
+                        spacing: Sequence[float] = (1., 1., 1.), axcodes: str = "RAS",
+                        num_channels: int = 2, dataset_name: str = "Dataset001_BuiltinBrain",
+                        file_ending: str = ".nii.gz") -> pathlib.Path:
+  """Writes synthetic brains as an nnU-Net v2 raw dataset folder.
+
+  `out_dir` is the dataset folder itself (conventionally named like `dataset_name`, inside
+  `nnUNet_raw/`); it gets `dataset.json` (`channel_names` {"0": "T1", "1": "T2", "2": "FLAIR"}
+  up to `num_channels`, `labels` {"background": 0, "CSF": 1, "GM": 2, "WM": 3}, `numTraining`,
+  `file_ending`, `name` = dataset_name, `description`), `imagesTr/{case}_{XXXX}{file_ending}`
+  (one int16 3-D file per channel) with `labelsTr/{case}{file_ending}` (uint8 class ids) for
+  training cases `brain_001` ... `brain_{num_train:03d}`, and `imagesTs/` for test cases
+  numbered from `brain_{max(11, num_train + 1):03d}` (no labels). Case `brain_NNN` is subject
+  NNN of `generate_case`; see there for `shape`, `spacing` and `axcodes`. Written under a
+  temporary name and renamed, so an interrupted call leaves no partial folder.
+
+  Args:
+    out_dir: folder to create; it must not exist or be empty.
+    shape: RAS voxel grid `(n_LR, n_AP, n_SI)`; the files hold it permuted by `axcodes`.
+    num_train: labelled cases (>= 1).
+    num_test: unlabelled cases.
+    seed: dataset seed; the same arguments give the same files.
+    spacing: voxel size in mm along the RAS axes.
+    axcodes: stored orientation, e.g. 'RAS', 'LPS', 'PIR'.
+    num_channels: 1..3 (T1, T2, FLAIR).
+    dataset_name: dataset.json "name".
+    file_ending: '.nii.gz' or '.nii'.
+
+  Returns:
+    `out_dir` as a Path.
+  """
+  train_ids, test_ids = _subject_ids(num_train, num_test)
+  _check_shape(shape)
+  _check_geometry(spacing, axcodes, num_channels)
+  _check_file_ending(file_ending)
+  meta = {
+      "name": dataset_name,
+      "description": _description(seed, shape, spacing, axcodes),
+      "channel_names": {str(c): CHANNEL_NAMES[c] for c in range(num_channels)},
+      "labels": {name: k for k, name in enumerate(CLASS_NAMES)},
+      "numTraining": num_train,
+      "file_ending": file_ending,
+  }
+
+  def write(tmp: pathlib.Path) -> None:
+    for sid in train_ids + test_ids:
+      labelled = sid in train_ids
+      image, label, affine = generate_case(shape, spacing=spacing, axcodes=axcodes,
+                                           num_channels=num_channels, seed=seed, subject_id=sid)
+      case = f"brain_{sid:03d}"
+      images = tmp / ("imagesTr" if labelled else "imagesTs")
+      for c in range(num_channels):
+        io.save_image(images / f"{case}_{c:04d}{file_ending}", image[..., c], affine)
+      if labelled:
+        io.save_image(tmp / "labelsTr" / f"{case}{file_ending}", label, affine)
+    _write_json(tmp / "dataset.json", meta)
+
+  return _write_folder(out_dir, write)
+
+
+def write_decathlon_layout(out_dir: str | os.PathLike, *, shape: Sequence[int] = REAL_SHAPE,
+                           num_train: int = 10, num_test: int = 0, seed: int = 0,
+                           spacing: Sequence[float] = (1., 1., 1.), axcodes: str = "RAS",
+                           num_channels: int = 2, task_name: str = "Task01_BuiltinBrain",
+                           file_ending: str = ".nii.gz") -> pathlib.Path:
+  """Writes synthetic brains as a Medical Segmentation Decathlon task folder.
+
+  `out_dir` is the task folder itself (conventionally named like `task_name`); it gets MSD's
+  `dataset.json` (`name` = task_name, `description`, `reference`, `licence`, `release`,
+  `tensorImageSize` "4D" (or "3D" with one channel), `modality` {"0": "T1", ...}, `labels`
+  {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}, `numTraining`, `numTest`, `training`
+  [{"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}, ...],
+  `test` ["./imagesTs/brain_011.nii.gz", ...]), one image per case holding all channels
+  (`[X, Y, Z, C]` int16; 3-D with one channel) and 3-D uint8 labels of class ids. Cases and
+  numbering as in `write_nnunet_layout`; geometry options as in `generate_case`.
+
+  Args:
+    out_dir: folder to create; it must not exist or be empty.
+    shape: RAS voxel grid `(n_LR, n_AP, n_SI)`; the files hold it permuted by `axcodes`.
+    num_train: labelled cases (>= 1).
+    num_test: unlabelled cases.
+    seed: dataset seed; the same arguments give the same files.
+    spacing: voxel size in mm along the RAS axes.
+    axcodes: stored orientation, e.g. 'RAS', 'LPS', 'PIR'.
+    num_channels: 1..3 (T1, T2, FLAIR).
+    task_name: dataset.json "name".
+    file_ending: '.nii.gz' (as MSD ships) or '.nii'.
+
+  Returns:
+    `out_dir` as a Path.
+  """
+  train_ids, test_ids = _subject_ids(num_train, num_test)
+  _check_shape(shape)
+  _check_geometry(spacing, axcodes, num_channels)
+  _check_file_ending(file_ending)
+
+  def name(sid: int) -> str:
+    return f"brain_{sid:03d}{file_ending}"
+
+  meta = {
+      "name": task_name,
+      "description": _description(seed, shape, spacing, axcodes),
+      "reference": "medjax (synthetic data)",
+      "licence": "Apache-2.0",
+      "release": "1.0",
+      "tensorImageSize": "4D" if num_channels > 1 else "3D",
+      "modality": {str(c): CHANNEL_NAMES[c] for c in range(num_channels)},
+      "labels": {str(k): c for k, c in enumerate(CLASS_NAMES)},
+      "numTraining": num_train,
+      "numTest": num_test,
+      "training": [{"image": f"./imagesTr/{name(sid)}", "label": f"./labelsTr/{name(sid)}"}
+                   for sid in train_ids],
+      "test": [f"./imagesTs/{name(sid)}" for sid in test_ids],
+  }
+
+  def write(tmp: pathlib.Path) -> None:
+    for sid in train_ids + test_ids:
+      labelled = sid in train_ids
+      image, label, affine = generate_case(shape, spacing=spacing, axcodes=axcodes,
+                                           num_channels=num_channels, seed=seed, subject_id=sid)
+      images = tmp / ("imagesTr" if labelled else "imagesTs")
+      io.save_image(images / name(sid), image if num_channels > 1 else image[..., 0], affine)
+      if labelled:
+        io.save_image(tmp / "labelsTr" / name(sid), label, affine)
+    _write_json(tmp / "dataset.json", meta)
+
+  return _write_folder(out_dir, write)
+
+
+def _write_json(path: pathlib.Path, obj: dict) -> None:
+  path.write_text(json.dumps(obj, indent=2) + "\n")

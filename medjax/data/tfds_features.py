@@ -1,0 +1,104 @@
+"""The one TFDS feature schema of medjax's 3-D segmentation datasets (all but iseg2017).
+
+Every builder stores one example per case, as on disk (no resampling, no normalisation):
+
+    image      [D, H, W, C] float32 raw intensities (zlib-compressed bytes)
+    label      [D, H, W] uint8 class ids; [0, 0, 0] when unlabelled
+    has_label  bool
+    affine     [4, 4] float64 voxel-to-world (mm), stored as raw bytes so float64 is exact
+    spacing    [3] float64 voxel size (mm), raw bytes
+    case_id    text (bytes when read from a data source: `ex["case_id"].decode()`)
+
+and describes the dataset in `DatasetInfo.metadata` (a `tfds.core.MetadataDict`, written as
+`metadata.json` beside `dataset_info.json`): `channel_names`, `class_names`, `label_values`
+(the on-disk value of class k) and whatever else the builder adds. A built dataset gives it back
+without TensorFlow:
+
+    info = tfds.builder_from_directory(path).info
+    info.metadata["class_names"]        # a list (JSON has no tuples)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from medjax.data import layouts
+
+# The keys `metadata` always writes.
+METADATA_KEYS = ("channel_names", "class_names", "label_values")
+
+
+def features() -> tfds.features.FeaturesDict:
+  """The feature schema of one case (see the module docstring)."""
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Tensor(
+          shape=(None, None, None, None), dtype=np.float32, encoding="zlib",
+          doc="Raw intensities as on disk [D, H, W, C], channels in metadata channel_names."),
+      "label": tfds.features.Tensor(
+          shape=(None, None, None), dtype=np.uint8, encoding="zlib",
+          doc="Class ids [D, H, W] (metadata class_names); empty [0, 0, 0] when unlabelled."),
+      "has_label": tfds.features.Scalar(np.bool_, doc="False for unlabelled (test) cases."),
+      # Raw bytes: tf.train.Example float lists would round float64 to float32.
+      "affine": tfds.features.Tensor(
+          shape=(4, 4), dtype=np.float64, encoding="bytes",
+          doc="Voxel-to-world matrix (mm) of the case's first image file."),
+      "spacing": tfds.features.Tensor(
+          shape=(3,), dtype=np.float64, encoding="bytes", doc="Voxel size (mm) along D, H, W."),
+      "case_id": tfds.features.Text(doc="The case identifier in its dataset's layout."),
+  })
+
+
+def to_example(case: layouts.Case) -> dict[str, Any]:
+  """The feature dict of one loaded case (arrays as `features()` expects them).
+
+  Raises:
+    ValueError: the image is not `[D, H, W, C]`, or the label is not on its grid.
+  """
+  image = np.ascontiguousarray(case.image, dtype=np.float32)
+  if image.ndim != 4:
+    raise ValueError(f"case {case.case_id}: image must be [D, H, W, C], got {image.shape}.")
+  if case.label is None:
+    label = np.zeros((0, 0, 0), np.uint8)
+  else:
+    label = np.ascontiguousarray(case.label, dtype=np.uint8)
+    if label.shape != image.shape[:3]:
+      raise ValueError(
+          f"case {case.case_id}: label shape {label.shape} is not the image grid "
+          f"{image.shape[:3]}.")
+  return {
+      "image": image,
+      "label": label,
+      "has_label": case.label is not None,
+      "affine": np.asarray(case.affine, np.float64).reshape(4, 4),
+      "spacing": np.asarray(case.spacing, np.float64).reshape(3),
+      "case_id": case.case_id,
+  }
+
+
+def metadata(channel_names: Sequence[str], class_names: Sequence[str],
+             label_values: Sequence[int], **extra: Any) -> tfds.core.MetadataDict:
+  """The dataset description stored in `DatasetInfo.metadata` (JSON: lists, not tuples).
+
+  Args:
+    channel_names: the image channels in order, e.g. ('T1', 'T2').
+    class_names: class id k -> name; class 0 is background.
+    label_values: the on-disk label value of class k (same length as `class_names`).
+    **extra: more JSON-serialisable entries (e.g. layout, name, file_ending).
+
+  Raises:
+    ValueError: empty names, or `label_values` not one distinct integer per class.
+  """
+  channel_names = [str(c) for c in channel_names]
+  class_names = [str(c) for c in class_names]
+  values = [int(v) for v in label_values]
+  if not channel_names or not class_names:
+    raise ValueError(f"metadata: channel_names {channel_names} and class_names {class_names} "
+                     "must not be empty.")
+  if len(values) != len(class_names) or len(set(values)) != len(values):
+    raise ValueError(
+        f"metadata: label_values {values} must be one distinct value per class {class_names}.")
+  return tfds.core.MetadataDict(
+      channel_names=channel_names, class_names=class_names, label_values=values, **extra)
