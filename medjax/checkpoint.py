@@ -169,7 +169,7 @@ def select_step(manager: ocp.CheckpointManager, which: str) -> int:
   return step
 
 
-def _resolve_workdir(path: str) -> str:
+def resolve_workdir(path: str) -> str:
   """Accepts a workdir or its checkpoints/ folder; returns the workdir."""
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
   if not os.path.isdir(path):
@@ -192,7 +192,7 @@ def restore_model(path: str, *, which: str = "best"
     `(model, variables, config)`: `model.apply(variables, x, train=False)` maps an NDHWC input
     `[B, D, H, W, C]` to logits `[B, d, h, w, num_classes]`; `config` is the training config.
   """
-  workdir = _resolve_workdir(path)
+  workdir = resolve_workdir(path)
   config = load_config(workdir)
   model = train_state_lib.create_model(config)
   ckpt_dir = os.path.join(workdir, CHECKPOINT_DIRNAME)
