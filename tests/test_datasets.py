@@ -89,11 +89,6 @@ def _nnunet_validation_fold(ids, fold, seed=12345, n_splits=5):
   return sorted(keys[i] for i in order[start:start + sizes[fold]])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "datasets.kfold permutes with np.random.default_rng(12345), not nnU-Net's "
-    "KFold(shuffle=True, random_state=12345) (legacy RandomState), so its folds differ from "
-    "nnU-Net's splits_final.json although the module docstring calls them nnU-Net's; the lead "
-    "decides whether to match nnU-Net or reword the docs."))
 @pytest.mark.parametrize("n", [10, 11])
 def test_kfold_matches_nnunet_splits(n):
   ids = _ids(n)

@@ -7,8 +7,9 @@ on-disk label values in the dataset's metadata. `iseg2017` predates it and store
 numeric `subject_id`; `case_from_example` reads both into one `layouts.Case`, so nothing
 downstream knows which builder wrote the data.
 
-Validation folds are nnU-Net's: the sorted case ids of the `train` split, shuffled with a fixed
-seed and dealt into `num_folds` folds of (nearly) equal size; fold k validates, the rest train.
+Validation folds are nnU-Net's (`KFold(n_splits=5, shuffle=True, random_state=12345)` over the
+sorted case ids of the `train` split): the ids shuffled with a fixed seed and cut into
+`num_folds` contiguous folds of (nearly) equal size; fold k validates, the rest train.
 The folds depend on the case ids only, not on the order TFDS stores the records in.
 """
 
@@ -156,7 +157,9 @@ def kfold(case_ids_: Sequence[str], *, num_folds: int = 5, fold: int = 0,
   if len(ids) < num_folds:
     raise ValueError(f"{len(ids)} training cases cannot make {num_folds} folds; lower "
                      "config.dataset.num_folds or add cases.")
-  order = np.random.default_rng(seed).permutation(len(ids))
+  # scikit-learn's KFold(shuffle=True, random_state=seed) shuffles with the legacy RandomState;
+  # the same here gives nnU-Net's splits_final.json for the same case ids.
+  order = np.random.RandomState(seed).permutation(len(ids))
   parts = np.array_split(order, num_folds)
   val = set(int(i) for i in parts[fold])
   return ([c for i, c in enumerate(ids) if i not in val], [c for i, c in enumerate(ids) if i in val])

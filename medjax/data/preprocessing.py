@@ -177,7 +177,7 @@ def load(workdir: str | os.PathLike) -> Preprocessing | None:
     return None
   try:
     return Preprocessing.from_dict(json.loads(path.read_text()))
-  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+  except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a valid medjax preprocessing file ({e}); it is written by "
                      "medjax.train beside the checkpoints.") from e
 
@@ -227,7 +227,7 @@ def parse_target_spacing(setting: str) -> str | tuple[float, float, float]:
     values = tuple(float(v) for v in text.strip("()[] ").split(","))
   except ValueError:
     values = ()
-  if len(values) != 3 or min(values) <= 0:
+  if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
     raise ValueError(f"config.dataset.target_spacing={setting!r}: expected one of "
                      f"{TARGET_SPACING_RULES} or three positive voxel sizes in mm such as "
                      "'1.0,1.0,2.5'.")
