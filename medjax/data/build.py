@@ -74,8 +74,10 @@ def resolve_config(name: str, config: Any, manual_dir: str | os.PathLike | None 
   if not config:
     if name == GENERIC and manual_dir:
       config = dataset_config_name(manual_dir)
+    elif not cls.BUILDER_CONFIGS:
+      return None
     else:
-      return cls.BUILDER_CONFIGS[0] if cls.BUILDER_CONFIGS else None
+      config = getattr(cls, "DEFAULT_BUILDER_CONFIG_NAME", None) or cls.BUILDER_CONFIGS[0].name
   known = {c.name: c for c in cls.BUILDER_CONFIGS}
   if config in known:
     return known[config]
