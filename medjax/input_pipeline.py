@@ -50,8 +50,10 @@ def _dataset_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   ds = config.dataset
   if ds.name not in build.DATASETS:
     raise ValueError(f"config.dataset.name must be one of {build.DATASETS}, got {ds.name!r}.")
-  if ds.fold is not None:
-    datasets.kfold([str(i) for i in range(ds.num_folds)], num_folds=ds.num_folds, fold=ds.fold)
+  if ds.fold is not None and (ds.num_folds < 2 or not 0 <= ds.fold < ds.num_folds):
+    raise ValueError(f"config.dataset.fold={ds.fold} with num_folds={ds.num_folds}: expected "
+                     "num_folds >= 2 and a fold in 0..num_folds-1 (or fold=None for the "
+                     "dataset's own validation split).")
   return ds
 
 

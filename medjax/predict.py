@@ -230,8 +230,11 @@ def preprocessing_of(workdir: str, config: Any) -> preprocessing_lib.Preprocessi
   """The workdir's `preprocessing.json`, or for runs made before it existed the normalisation
   their config names (iSeg-2017's names)."""
   saved = preprocessing_lib.load(workdir)
-  if saved is not None:
-    return saved
+  return saved if saved is not None else _config_preprocessing(config)
+
+
+def _config_preprocessing(config: Any) -> preprocessing_lib.Preprocessing:
+  """The normalisation alone that a config names (runs without preprocessing.json)."""
   k, c = int(config.dataset.num_classes), int(config.dataset.num_modalities)
   if (k, c) == (len(iseg.CLASS_NAMES), len(iseg.MODALITIES)):
     names = datasets.DatasetNames(iseg.MODALITIES, iseg.CLASS_NAMES, iseg.LABEL_VALUES)
@@ -258,7 +261,7 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
   the scan's `affine`), segmented, and its probabilities taken back to the scan's grid.
   """
   if preprocessing is None:
-    preprocessing = preprocessing_of("", config)
+    preprocessing = _config_preprocessing(config)
   if affine is None:
     if (preprocessing.orientation, preprocessing.target_spacing,
         preprocessing.crop_nonzero) != (None, None, False):

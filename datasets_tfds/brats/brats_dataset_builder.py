@@ -37,7 +37,7 @@ def _layout_lines(year: int) -> str:
           "        (optional; the `test` split)")
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for BraTS 2018-2020 (reads the downloads as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -69,38 +69,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "2020"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # medjax reads with random access (`tfds.data_source`), which needs array_record. Make it the
-    # default for new builds (also for `tfds build`); keep what an existing build was written in.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
     year = self.builder_config.year
-    return self.dataset_info_from_configs(
-        features=tfds_features.features(),
-        supervised_keys=None,
-        homepage=_HOMEPAGES[year],
+    return tfds_features.info(
+        self, homepage=_HOMEPAGES[year],
         metadata=tfds_features.metadata(
             medzoo_layouts.BRATS_CHANNELS, medzoo_layouts.BRATS_CLASS_NAMES,
             medzoo_layouts.BRATS_LABEL_VALUES, year=year,
             regions={k: list(v) for k, v in medzoo_layouts.BRATS_REGIONS.items()},
-            grades={}),
-    )
+            grades={}))
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     found = medzoo_layouts.find_brats(dl_manager.manual_dir, self.builder_config.year)
     # Training case id -> HGG / LGG, where the download records it (metadata.json).
     self.info.metadata["grades"] = dict(found.grades)
-    splits = {"train": self._generate_examples(found.training)}
-    if found.test:
-      splits["test"] = self._generate_examples(found.test)
-    return splits
+    return tfds_features.case_splits(self._generate_examples, found.training, found.test)
 
   def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
                          ) -> Iterator[tuple[str, dict]]:
-    for files in cases:
-      case = layouts.load_case(files, num_channels=len(medzoo_layouts.BRATS_CHANNELS),
-                               label_values=medzoo_layouts.BRATS_LABEL_VALUES)
-      yield case.case_id, tfds_features.to_example(case)
+    return tfds_features.case_examples(
+        cases, num_channels=len(medzoo_layouts.BRATS_CHANNELS),
+        label_values=medzoo_layouts.BRATS_LABEL_VALUES)

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from medjax.data import iseg
 from medjax.data import normalize
 from medjax.data import sampling
+from medjax.data import tfds_features
 
 _HOMEPAGE = "http://iseg2017.web.unc.edu/"
 
@@ -54,7 +55,7 @@ def subvolumes_config(name: str, crop_size: tuple[int, int, int], *,
       validation_samples_per_subject=validation_samples_per_subject, **kwargs)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for iSeg-2017 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -81,13 +82,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         validation_samples_per_subject=32),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "full"
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # medjax reads with random access (`tfds.data_source`), which needs array_record. Make it the
-    # default for new builds (also for `tfds build`); keep what an existing build was written in.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format("array_record", override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     crop = self.builder_config.crop_size

@@ -13,7 +13,7 @@ from medjax.data import tfds_features
 _HOMEPAGE = "http://iseg2019.web.unc.edu/"
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for iSeg-2019 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -30,33 +30,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   A flat folder holding all the subject-N-*.hdr/.img files works too.
   """
 
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # medjax reads with random access (`tfds.data_source`), which needs array_record. Make it the
-    # default for new builds (also for `tfds build`); keep what an existing build was written in.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds_features.features(),
-        supervised_keys=None,
-        homepage=_HOMEPAGE,
+    return tfds_features.info(
+        self, homepage=_HOMEPAGE,
         metadata=tfds_features.metadata(
             medzoo_layouts.ISEG2019_CHANNELS, medzoo_layouts.ISEG2019_CLASS_NAMES,
-            medzoo_layouts.ISEG2019_LABEL_VALUES),
-    )
+            medzoo_layouts.ISEG2019_LABEL_VALUES))
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     found = medzoo_layouts.find_iseg2019(dl_manager.manual_dir)
-    splits = {"train": self._generate_examples(found.training)}
-    if found.test:
-      splits["test"] = self._generate_examples(found.test)
-    return splits
+    return tfds_features.case_splits(self._generate_examples, found.training, found.test)
 
   def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
                          ) -> Iterator[tuple[str, dict]]:
-    for files in cases:
-      case = layouts.load_case(files, num_channels=len(medzoo_layouts.ISEG2019_CHANNELS),
-                               label_values=medzoo_layouts.ISEG2019_LABEL_VALUES)
-      yield case.case_id, tfds_features.to_example(case)
+    return tfds_features.case_examples(
+        cases, num_channels=len(medzoo_layouts.ISEG2019_CHANNELS),
+        label_values=medzoo_layouts.ISEG2019_LABEL_VALUES)

@@ -13,7 +13,7 @@ from medjax.data import tfds_features
 _HOMEPAGE = "https://mrbrains18.isi.uu.nl/"
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for MRBrainS18 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -31,24 +31,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   The other files of the download (`orig/`, `pre/T1.nii.gz`, `pre/IR.nii.gz`) are not read.
   """
 
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # medjax reads with random access (`tfds.data_source`), which needs array_record. Make it the
-    # default for new builds (also for `tfds build`); keep what an existing build was written in.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds_features.features(),
-        supervised_keys=None,
-        homepage=_HOMEPAGE,
+    return tfds_features.info(
+        self, homepage=_HOMEPAGE,
         metadata=tfds_features.metadata(
             medzoo_layouts.MRBRAINS2018_CHANNELS, medzoo_layouts.MRBRAINS2018_CLASS_NAMES,
             medzoo_layouts.MRBRAINS2018_LABEL_VALUES,
             regions={k: list(v) for k, v in medzoo_layouts.MRBRAINS2018_REGIONS.items()},
-            ignored_classes=list(medzoo_layouts.MRBRAINS2018_IGNORED_CLASSES)),
-    )
+            ignored_classes=list(medzoo_layouts.MRBRAINS2018_IGNORED_CLASSES)))
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     found = medzoo_layouts.find_mrbrains2018(dl_manager.manual_dir)
@@ -57,7 +47,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
                          ) -> Iterator[tuple[str, dict]]:
-    for files in cases:
-      case = layouts.load_case(files, num_channels=len(medzoo_layouts.MRBRAINS2018_CHANNELS),
-                               label_values=medzoo_layouts.MRBRAINS2018_LABEL_VALUES)
-      yield case.case_id, tfds_features.to_example(case)
+    return tfds_features.case_examples(
+        cases, num_channels=len(medzoo_layouts.MRBRAINS2018_CHANNELS),
+        label_values=medzoo_layouts.MRBRAINS2018_LABEL_VALUES)

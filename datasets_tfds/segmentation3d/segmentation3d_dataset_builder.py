@@ -23,7 +23,7 @@ class Segmentation3dConfig(tfds.core.BuilderConfig):
   """
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for a 3-D segmentation dataset in the nnU-Net v2 or Decathlon layout."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -60,21 +60,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # medjax reads with random access (`tfds.data_source`), which needs array_record. Make it the
-    # default for new builds (also for `tfds build`); keep what an existing build was written in.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format("array_record", override=True)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds_features.features(),
-        supervised_keys=None,
-        homepage=_HOMEPAGE,
-        # Filled from dataset.json in `_split_generators`; written as metadata.json.
-        metadata=tfds.core.MetadataDict(),
-    )
+    # metadata is filled from dataset.json in `_split_generators`; written as metadata.json.
+    return tfds_features.info(self, homepage=_HOMEPAGE, metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     description = layouts.read_dataset(dl_manager.manual_dir)
@@ -88,7 +76,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, description: layouts.DatasetDescription,
                          cases: tuple[layouts.CaseFiles, ...]) -> Iterator[tuple[str, dict]]:
-    for files in cases:
-      case = layouts.load_case(files, num_channels=description.num_channels,
-                               label_values=description.label_values)
-      yield files.case_id, tfds_features.to_example(case)
+    return tfds_features.case_examples(cases, num_channels=description.num_channels,
+                                       label_values=description.label_values)

@@ -16,11 +16,13 @@ without TensorFlow:
 
     info = tfds.builder_from_directory(path).info
     info.metadata["class_names"]        # a list (JSON has no tuples)
+
+The builders share `ArrayRecordDefault` (iseg2017 too), `info`, `case_splits` and `case_examples`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -102,3 +104,47 @@ def metadata(channel_names: Sequence[str], class_names: Sequence[str],
         f"metadata: label_values {values} must be one distinct value per class {class_names}.")
   return tfds.core.MetadataDict(
       channel_names=channel_names, class_names=class_names, label_values=values, **extra)
+
+
+class ArrayRecordDefault:
+  """Builder mixin that makes array_record the default file format of new builds.
+
+  medjax reads with random access (`tfds.data_source`), which needs array_record. Put it before
+  the TFDS base, `class Builder(tfds_features.ArrayRecordDefault,
+  tfds.core.GeneratorBasedBuilder)`; being no TFDS class it registers no dataset itself.
+  """
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    # Also for `tfds build`; keep what an existing build was written in.
+    if file_format is None and not (self.data_path / "dataset_info.json").exists():
+      self.info.set_file_format("array_record", override=True)
+
+
+def info(builder: tfds.core.DatasetBuilder, *, homepage: str,
+         metadata: tfds.core.MetadataDict) -> tfds.core.DatasetInfo:
+  """The `DatasetInfo` of a builder of this schema (for its `_info`)."""
+  return builder.dataset_info_from_configs(
+      features=features(),
+      supervised_keys=None,
+      homepage=homepage,
+      metadata=metadata,
+  )
+
+
+def case_splits(generate: Callable[[Sequence[layouts.CaseFiles]], Iterator[Any]],
+                training: Sequence[layouts.CaseFiles],
+                test: Sequence[layouts.CaseFiles] = ()) -> dict[str, Iterator[Any]]:
+  """`{"train": generate(training)}`, plus `"test"` when there are test cases."""
+  splits = {"train": generate(training)}
+  if test:
+    splits["test"] = generate(test)
+  return splits
+
+
+def case_examples(cases: Iterable[layouts.CaseFiles], *, num_channels: int,
+                  label_values: Sequence[int]) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Loads each case and yields `(case_id, example)` (for a builder's `_generate_examples`)."""
+  for files in cases:
+    case = layouts.load_case(files, num_channels=num_channels, label_values=label_values)
+    yield case.case_id, to_example(case)
