@@ -27,7 +27,6 @@ from medjax import compile_options
 from medjax import inference
 from medjax import input_pipeline
 from medjax import losses
-from medjax import models as models_lib
 from medjax import metrics as metrics_lib
 from medjax import optim
 from medjax import train_state as train_state_lib
@@ -230,9 +229,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   # written to the workdir or the dataset is built. Each check is cheap: no compilation. When
   # the channels or classes come from the dataset, the model checks wait for it
   # (`_check_model`).
-  if config.model.name.upper() not in models_lib.MODELS:
-    raise ValueError(f"Unknown model {config.model.name!r}; registered: "
-                     f"{sorted(models_lib.MODELS)}.")
+  train_state_lib.create_model(config)  # the name and keys (num_classes may still be None)
   _loss_fn_from_config(config)
   optim.create_optimizer(config)
   if config.dataset.num_classes is not None and config.dataset.num_modalities is not None:
