@@ -102,8 +102,6 @@ def ensure_dataset(config: ml_collections.ConfigDict):
         f"or set --config.dataset.manual_dir=DIR to build it on first use (add "
         f"--config.dataset.builtin_data.enabled=True to use built-in data instead).")
   logging.info("Building %s from %s into %s.", label, manual_dir, data_dir)
-  if name == "iseg2017":
-    return build.build_iseg2017(manual_dir=manual_dir, data_dir=data_dir, config_name=config_obj)
   return build.build(name, manual_dir=manual_dir, data_dir=data_dir, config=config_obj)
 
 

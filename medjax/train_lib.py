@@ -261,27 +261,16 @@ def _run_preprocessing(config: ml_collections.ConfigDict, builder: Any,
                        workdir: str) -> preprocessing_lib.Preprocessing:
   """The workdir's saved `Preprocessing` (a resumed run), else one fitted to the training set."""
   saved = preprocessing_lib.load(workdir)
-  fitted_fields = ("normalization", "orientation", "crop_nonzero", "clip_percentiles",
-                   "image_order", "label_method")
   if saved is None:
     return input_pipeline.fit_preprocessing(config, builder)
   # What the config decides without looking at the data must agree with the saved run.
-  names = datasets.names(builder)
-  wanted = preprocessing_lib.Preprocessing(
-      names=names, normalization=preprocessing_lib.resolve_normalization(
-          config.dataset.normalization, names.channel_names),
-      clip_percentiles=None if config.dataset.clip_percentiles is None else tuple(
-          float(c) for c in config.dataset.clip_percentiles),
-      orientation=preprocessing_lib.resolve_orientation(config.dataset.orientation),
-      crop_nonzero=bool(config.dataset.crop_nonzero),
-      image_order=int(config.dataset.resample_image_order),
-      label_method=str(config.dataset.resample_label))
-  for field in fitted_fields:
-    if getattr(saved, field) != getattr(wanted, field):
+  wanted = preprocessing_lib.config_choices(config.dataset, datasets.names(builder))
+  for field, value in wanted.items():
+    if getattr(saved, field) != value:
       raise ValueError(
           f"{workdir}/{preprocessing_lib.FILENAME} was written with {field}="
-          f"{getattr(saved, field)!r}, but the config asks for {getattr(wanted, field)!r}; use "
-          "the run's own config or a new --workdir.")
+          f"{getattr(saved, field)!r}, but the config asks for {value!r}; use the run's own "
+          "config or a new --workdir.")
   return saved
 
 

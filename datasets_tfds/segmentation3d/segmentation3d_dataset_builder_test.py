@@ -191,3 +191,14 @@ def test_tfds_features_to_example_and_metadata_checks():
   bad = layouts.Case("x", case.image, np.zeros((1, 1, 1), np.uint8), case.affine, case.spacing)
   with pytest.raises(ValueError, match="case x: label shape"):
     tfds_features.to_example(bad)
+
+
+def test_medjax_build_of_an_empty_folder_is_one_clear_error(tmp_path):
+  # TFDS alone would fail with an AssertionError and its manual download instructions.
+  from medjax.data import build  # pylint: disable=g-import-not-at-top
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match=r"manual_dir .*empty is empty; expected the "
+                                              r"segmentation3d download"):
+    build.build("segmentation3d", manual_dir=tmp_path / "empty", data_dir=tmp_path / "data",
+                config="default")
+  assert not list((tmp_path / "data").rglob("*"))

@@ -38,6 +38,7 @@ from absl import flags
 from absl import logging
 import tensorflow_datasets as tfds
 
+from medjax.data import iseg
 from medjax.data import layouts
 from medjax.data import synthetic
 
@@ -138,6 +139,13 @@ def build(name: str, *, manual_dir: str | os.PathLike, data_dir: str | os.PathLi
   if is_built(data_dir, config, name) and not overwrite:
     logging.info("%s is already built at %s.", label, final)
     return open_builder(name, data_dir, config)
+  # TFDS refuses an empty manual_dir with an AssertionError and a page of instructions before
+  # the builder can say what is missing; iSeg-2017's reader names the missing files itself.
+  if name == "iseg2017":
+    iseg.find_subjects(manual_dir)
+  elif not any(manual_dir.iterdir()):
+    raise FileNotFoundError(f"manual_dir {manual_dir} is empty; expected the {name} download "
+                            "(see the dataset's manual download instructions).")
   data_dir.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=data_dir))
   try:
@@ -167,9 +175,6 @@ def build_iseg2017(*, manual_dir: str | os.PathLike, data_dir: str | os.PathLike
                    overwrite: bool = False) -> tfds.core.DatasetBuilder:
   """Builds one iSeg-2017 config (`full`, `subvolumes`, `subvolumes_128x128x64` or an
   `Iseg2017Config`); see `build`."""
-  from medjax.data import iseg  # pylint: disable=g-import-not-at-top
-  if not is_built(data_dir, config_name) or overwrite:
-    iseg.find_subjects(manual_dir)  # the folder layout's own error messages, before any write
   return build("iseg2017", manual_dir=manual_dir, data_dir=data_dir, config=config_name,
                overwrite=overwrite)
 
@@ -181,23 +186,22 @@ def write_builtin(name: str, manual_dir: str | os.PathLike, options: Any) -> pat
     options: a mapping with `shape`, `num_train`, `num_test`, `seed` and, for `segmentation3d`,
       `layout` ('nnunet' or 'decathlon'), `spacing`, `axcodes`, `num_channels`.
   """
-  get = options.get
-  common = dict(shape=tuple(int(s) for s in get("shape", synthetic.REAL_SHAPE)),
-                num_train=int(get("num_train", 10)), num_test=int(get("num_test", 0)),
-                seed=int(get("seed", 0)))
+  common = dict(shape=tuple(int(s) for s in options["shape"]),
+                num_train=int(options["num_train"]), num_test=int(options["num_test"]),
+                seed=int(options["seed"]))
   if name == "iseg2017":
     return synthetic.write_iseg_layout(manual_dir, **common)
   if name != GENERIC:
     raise ValueError(f"built-in data exists for iseg2017 and {GENERIC}, not {name!r}.")
-  layout = get("layout", "nnunet")
+  layout = options["layout"]
   writers = {"nnunet": synthetic.write_nnunet_layout,
              "decathlon": synthetic.write_decathlon_layout}
   if layout not in writers:
     raise ValueError(f"config.dataset.builtin_data.layout={layout!r}: expected one of "
                      f"{sorted(writers)}.")
-  return writers[layout](manual_dir, spacing=tuple(float(s) for s in get("spacing", (1, 1, 1))),
-                         axcodes=str(get("axcodes", "RAS")),
-                         num_channels=int(get("num_channels", 2)), **common)
+  return writers[layout](manual_dir, spacing=tuple(float(s) for s in options["spacing"]),
+                         axcodes=str(options["axcodes"]),
+                         num_channels=int(options["num_channels"]), **common)
 
 
 def _define_flags() -> None:
@@ -242,12 +246,8 @@ def main(argv: Sequence[str]) -> None:
         "num_channels": f.builtin_num_channels})
   try:
     for config in f.config or [None]:
-      if f.dataset == "iseg2017":
-        builder = build_iseg2017(manual_dir=manual_dir, data_dir=f.data_dir,
-                                 config_name=config or "full", overwrite=f.overwrite)
-      else:
-        builder = build(f.dataset, manual_dir=manual_dir, data_dir=f.data_dir, config=config,
-                        overwrite=f.overwrite)
+      builder = build(f.dataset, manual_dir=manual_dir, data_dir=f.data_dir, config=config,
+                      overwrite=f.overwrite)
       print(f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}: "
             f"{builder.data_dir} "
             f"({', '.join(f'{k}={v.num_examples}' for k, v in builder.info.splits.items())})")

@@ -234,6 +234,18 @@ def parse_target_spacing(setting: str) -> str | tuple[float, float, float]:
   return values
 
 
+def config_choices(ds_config: Any, names: datasets.DatasetNames) -> dict[str, Any]:
+  """The `Preprocessing` fields that `config.dataset` decides without looking at the data."""
+  clip = ds_config.clip_percentiles
+  return dict(
+      normalization=resolve_normalization(ds_config.normalization, names.channel_names),
+      clip_percentiles=None if clip is None else tuple(float(c) for c in clip),
+      orientation=resolve_orientation(ds_config.orientation),
+      crop_nonzero=bool(ds_config.crop_nonzero),
+      image_order=int(ds_config.resample_image_order),
+      label_method=str(ds_config.resample_label))
+
+
 def fit(ds_config: Any, names: datasets.DatasetNames,
         train_cases: Sequence[Any]) -> Preprocessing:
   """The `Preprocessing` of a training run from `config.dataset` and its training cases.
@@ -244,11 +256,9 @@ def fit(ds_config: Any, names: datasets.DatasetNames,
   anisotropic data, `geometry.target_spacing`) or `ct` statistics (foreground intensities of
   every case, `normalize.ct_stats`).
   """
-  modes = resolve_normalization(ds_config.normalization, names.channel_names)
-  orientation = resolve_orientation(ds_config.orientation)
+  choices = config_choices(ds_config, names)
+  modes = choices["normalization"]
   spacing_rule = parse_target_spacing(ds_config.target_spacing)
-  clip = ds_config.clip_percentiles
-  clip = None if clip is None else tuple(float(c) for c in clip)
   need_ct = "ct" in modes
   need_spacing = isinstance(spacing_rule, str) and spacing_rule != "none"
   spacings, shapes, samples = [], [], [[] for _ in modes]
@@ -257,8 +267,9 @@ def fit(ds_config: Any, names: datasets.DatasetNames,
       raise ValueError("no training cases to compute the preprocessing statistics from.")
     for i, case in enumerate(train_cases):
       if need_spacing:
-        _, _, record = geometry.forward(case.image, case.affine, orientation=orientation,
-                                        target_spacing=None, crop_nonzero=ds_config.crop_nonzero)
+        _, _, record = geometry.forward(case.image, case.affine,
+                                        orientation=choices["orientation"], target_spacing=None,
+                                        crop_nonzero=choices["crop_nonzero"])
         spacings.append(record.spacing_before_resampling)
         shapes.append(record.shape_before_resampling)
       if need_ct:
@@ -281,8 +292,5 @@ def fit(ds_config: Any, names: datasets.DatasetNames,
   stats = tuple(normalize.ct_stats(np.concatenate(samples[c])) if mode == "ct" else None
                 for c, mode in enumerate(modes))
   return Preprocessing(
-      names=names, normalization=modes, clip_percentiles=clip, intensity_stats=stats,
-      orientation=orientation, target_spacing=None if target is None else
-      tuple(float(s) for s in target), crop_nonzero=bool(ds_config.crop_nonzero),
-      image_order=int(ds_config.resample_image_order),
-      label_method=str(ds_config.resample_label))
+      names=names, intensity_stats=stats,
+      target_spacing=None if target is None else tuple(float(s) for s in target), **choices)
