@@ -10,7 +10,7 @@ Preprocessing follows nnU-Net's defaults: voxel axes to RAS, resampling to the t
 median voxel size, a crop to the non-zero box, z-score normalisation per channel (nnU-Net's CT
 scheme for channels named CT). Validation is fold `dataset.fold` (default 0) of a seeded 5-fold
 split of the training cases by case id (`--config.dataset.fold=k`). Everything else is the
-iSeg-2017 experiment's (experiments/iseg2017_unet3d.py); override any key, e.g.
+default config's (medjax/configs/default.py); override any key, e.g.
 `--config.dataset.crop_size='(96,96,96)' --config.optimizer=adam`.
 
 No download: `--config.dataset.builtin_data.enabled=True` with a manual_dir that does not exist
@@ -18,23 +18,13 @@ yet writes built-in brains there first (`builtin_data.layout`, `.spacing`, `.axc
 `.num_channels`).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _base_config():
-  """The iSeg-2017 experiment in this folder (loaded by path, so any working directory works)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iseg2017_unet3d.py")
-  spec = importlib.util.spec_from_file_location("iseg2017_unet3d", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from medjax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _base_config()
+  config = default.get_config()
   config.dataset.name = "segmentation3d"
   config.dataset.builder_config = ""  # a config named after the dataset in manual_dir
   config.dataset.num_modalities = None  # from dataset.json

@@ -8,21 +8,15 @@ minutes, evaluates on the held-out subject 1 and prints per-tissue Dice:
   python -m medjax.train --config experiments/quickstart.py
 """
 
-import importlib.util
-import os
+import ml_collections
+
+from medjax.configs import default
 
 
-def _base_config():
-  """The iSeg-2017 experiment in this folder (loaded by path, so any working directory works)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iseg2017_unet3d.py")
-  spec = importlib.util.spec_from_file_location("iseg2017_unet3d", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def get_config():
-  config = _base_config()
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()  # the iSeg-2017 3D U-Net experiment
+  config.dataset.num_modalities = 2  # T1, T2
+  config.dataset.num_classes = 4  # background, CSF, GM, WM
   config.dataset.data_dir = "data/tensorflow_datasets"
   config.dataset.manual_dir = "data/iseg2017-builtin"
   config.dataset.builtin_data.enabled = True

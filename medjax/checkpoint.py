@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from medjax import train_state as train_state_lib
+from medjax.configs import default
 
 CONFIG_FILENAME = "config.json"
 CHECKPOINT_DIRNAME = "checkpoints"
@@ -46,7 +47,27 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     data = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); expected the config a training run saved.")
-  return _to_config(data)
+  if not isinstance(data, dict):
+    raise ValueError(f"{path} holds {type(data).__name__}; expected the config a training run "
+                     "saved (a JSON object).")
+  # On top of the default config: a run saved before a key existed gets its default, so the
+  # code reads every key directly.
+  return _merge(default.get_config(), data)
+
+
+def _merge(base: ml_collections.ConfigDict, data: dict[str, Any]) -> ml_collections.ConfigDict:
+  """`base` with the saved values of `data` (saved keys unknown to `base` are kept too)."""
+  for key, value in data.items():
+    if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
+      _merge(base[key], value)
+      continue
+    value = _to_config(value)
+    try:
+      base[key] = value
+    except TypeError:  # the saved run had another type here (an older layout): the saved wins
+      del base[key]
+      base[key] = value
+  return base
 
 
 def _to_config(data: Any) -> Any:

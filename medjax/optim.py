@@ -19,7 +19,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Learning rate per step from `config.lr_schedule` ('constant' is MedicalZoo's behaviour)."""
-  name = config.get("lr_schedule", "constant")
+  name = config.lr_schedule
   lr = config.learning_rate
   if name == "constant":
     return optax.constant_schedule(lr)
@@ -27,10 +27,13 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Sc
     return optax.cosine_decay_schedule(lr, decay_steps=max(config.num_train_steps, 1))
   if name == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=config.get("warmup_steps", 0),
+        init_value=0.0, peak_value=lr, warmup_steps=config.warmup_steps,
         decay_steps=max(config.num_train_steps, 1))
   if name == "step":
     # Multiply by `lr_decay_factor` every `lr_decay_steps` steps (torch StepLR).
+    if config.lr_decay_steps <= 0:
+      raise ValueError(f"config.lr_decay_steps={config.lr_decay_steps}: expected a positive "
+                       "number of steps for lr_schedule='step'.")
     return optax.exponential_decay(lr, transition_steps=config.lr_decay_steps,
                                    decay_rate=config.lr_decay_factor, staircase=True)
   raise ValueError(f"Unknown config.lr_schedule {name!r}; expected one of {SCHEDULES}.")
@@ -64,10 +67,25 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   else:
     raise ValueError(f"Unknown config.optimizer {config.optimizer!r}; expected one of {OPTIMIZERS}.")
 
-  mask_name = config.get("weight_decay_mask", "all")
+  mask_name = config.weight_decay_mask
   if mask_name not in ("all", "kernels"):
     raise ValueError(f"Unknown config.weight_decay_mask {mask_name!r}; expected 'all' or 'kernels'.")
   decay = optax.add_decayed_weights(
       config.weight_decay, mask=_kernel_mask if mask_name == "kernels" else None)
   return optax.chain(
       decay, core, optax.scale_by_learning_rate(create_learning_rate_schedule(config)))
+
+
+def _is_schedule_state(node: Any) -> bool:
+  return isinstance(node, optax.ScaleByScheduleState)
+
+
+def with_schedule_count(kept: Any, advanced: Any) -> Any:
+  """The optimiser state `kept`, with the learning-rate schedule's count taken from `advanced`.
+
+  A skipped (non-finite) step keeps the old moments and parameters but must still move the
+  schedule on, or the schedule would lag `state.step` by the number of skipped steps. Adam's own
+  bias-correction count stays with its moments in `kept`.
+  """
+  return jax.tree.map(lambda k, a: a if _is_schedule_state(k) else k, kept, advanced,
+                      is_leaf=_is_schedule_state)

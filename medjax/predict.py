@@ -242,7 +242,7 @@ def _config_preprocessing(config: Any) -> preprocessing_lib.Preprocessing:
     names = datasets.DatasetNames(tuple(f"channel{i}" for i in range(c)),
                                   ("background",) + tuple(f"class{i}" for i in range(1, k)),
                                   tuple(range(k)))
-  clip = config.dataset.get("clip_percentiles", (0.1, 99.8))
+  clip = config.dataset.clip_percentiles
   return preprocessing_lib.Preprocessing(
       names=names, normalization=(config.dataset.normalization,) * c,
       clip_percentiles=None if clip is None else tuple(float(v) for v in clip))
@@ -272,7 +272,7 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
   probs = inference.predict_volume(
       model, variables, prepared.image, roi_size=tuple(config.eval.roi_size),
       overlap=config.eval.overlap if overlap is None else overlap,
-      mode=(mode or config.eval.get("mode", "gaussian")),
+      mode=(mode or config.eval.mode),
       sw_batch_size=sw_batch_size or config.eval.sw_batch_size,
       flip_axes=((0,), (1,), (2,)) if tta else None, progress=progress)
   return preprocessing.restore(probs, prepared.record)

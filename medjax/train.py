@@ -2,6 +2,9 @@ r"""Trains a medjax model from an ml_collections config file.
 
   python -m medjax.train --config experiments/quickstart.py [--workdir DIR] [--config.key=value]
 
+Every key is declared, with its meaning, in medjax/configs/default.py; an unknown key is an
+error that names the nearest keys, and `--config.key=None` sets a key that may be None.
+
 Without --workdir, runs go to `workdirs/<config file name>`. Rerunning the same command resumes
 from the latest checkpoint in the workdir.
 """
@@ -17,6 +20,7 @@ from ml_collections import config_flags
 
 from medjax import compile_cache
 from medjax import train_lib
+from medjax.configs import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to an experiment config file (experiments/*.py).", lock_config=True)
@@ -67,4 +71,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, prog="medjax.train"))

@@ -60,18 +60,21 @@ def center_crop(x: jax.Array, spatial_shape: tuple[int, ...]) -> jax.Array:
   return x[(slice(None), *slices)]
 
 
-def _loss_fn_from_config(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
-  kwargs = dict(config.loss.to_dict())
-  return losses.get_loss(kwargs.pop("name"), **kwargs)
+def loss_fn_from_config(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
+  """`config.loss.name` with the `config.loss` options that are set (None = the loss's default)."""
+  options = {k: v for k, v in config.loss.items() if k != "name" and v is not None}
+  return losses.get_loss(config.loss.name, **options)
 
 
 def _augment_fn(config: ml_collections.ConfigDict) -> Callable[..., Any] | None:
-  if not config.get("augmentation", False):
+  """`augment.augment_batch` with `config.augmentation`'s settings, or None when disabled."""
+  settings = config.augmentation
+  if isinstance(settings, bool):  # an experiment written before `augmentation.enabled`
+    settings = ml_collections.ConfigDict({"enabled": settings})
+  if not settings.enabled:
     return None
   from medjax import augment  # pylint: disable=g-import-not-at-top
-  aug_config = augment.default_augmentation_config()
-  if isinstance(config.augmentation, ml_collections.ConfigDict):
-    aug_config.update(config.augmentation)
+  aug_config = augment.resolve_config({k: v for k, v in settings.items() if k != "enabled"})
   return functools.partial(augment.augment_batch, config=aug_config)
 
 
@@ -107,11 +110,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       compute_loss, has_aux=True)(state.params)
   grad_norm = optax_global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new_state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  updated = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
   # A non-finite loss must not poison the parameters: keep the old ones (the host stops or
-  # skips, as configured).
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                           state.replace(step=new_state.step))
+  # skips, as configured). The step counter and the learning-rate schedule's count still
+  # advance, so that the schedule stays a function of `state.step`.
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                           state.replace(step=updated.step))
+  new_state = new_state.replace(
+      opt_state=optim.with_schedule_count(new_state.opt_state, updated.opt_state))
   metrics = {
       "loss": loss,
       "dice": losses.per_class_dice(logits, target, num_classes=num_classes),
@@ -131,7 +137,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
   """`train_step` jitted over `mesh`: batch sharded on 'data', state replicated and donated."""
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
-  step = functools.partial(train_step, loss_fn=_loss_fn_from_config(config),
+  step = functools.partial(train_step, loss_fn=loss_fn_from_config(config),
                            num_classes=config.dataset.num_classes,
                            augment_fn=_augment_fn(config))
   return jax.jit(step, in_shardings=(replicated, data, replicated),
@@ -165,12 +171,15 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
              predictor: Callable[..., jax.Array] | None = None, *,
              preprocessing: preprocessing_lib.Preprocessing | None = None,
              names: Sequence[str] | None = None) -> tuple[dict[str, float], list]:
-  """Sliding-window segmentation of each case; Dice per class and soft-Dice loss.
+  """Sliding-window segmentation of each case; Dice per class and the training loss.
 
   Each case (`input_pipeline.load_eval_subjects`) is segmented on the prepared grid; with
   `preprocessing`, its class probabilities are taken back to the file's grid
   (`Preprocessing.restore`) and scored there against the stored label, as a user would score
   the written prediction.
+
+  `val_loss` is `config.loss` (the loss training minimises, with its options) of the blended
+  probabilities against the label, so train and validation losses are the same quantity.
 
   Returns:
     `(metrics, predictions)`: metrics averaged over cases (`val_loss`, `val_dice_<class>`,
@@ -178,6 +187,7 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     case, on the file's grid.
   """
   predictor = predictor or inference.make_softmax_predictor(model)
+  loss_fn = loss_fn_from_config(config)
   num_classes = config.dataset.num_classes
   names = tuple(names) if names is not None else class_names(num_classes)
   per_subject, predictions = [], []
@@ -195,14 +205,33 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
     row = {f"val_dice_{n}": float(d) for n, d in zip(names, dice)}
     row["val_dice_mean"] = float(np.nanmean(dice[1:]))
-    row["val_loss"] = float(losses.dice_loss(
-        jnp.asarray(probs)[None], jnp.asarray(label)[None], softmax=False,
-        **{k: v for k, v in config.loss.to_dict().items()
-           if k in ("include_background", "squared_pred")}))
+    row["val_loss"] = float(loss_fn(probabilities_as_logits(probs, config)[None],
+                                    jnp.asarray(label)[None]))
     per_subject.append(row)
     predictions.append(pred)
   metrics = {k: float(np.nanmean([r[k] for r in per_subject])) for k in per_subject[0]}
   return metrics, predictions
+
+
+# Probabilities are kept this far from 0 (and, for a sigmoid, from 1: float32 resolves 1 - 1e-6)
+# before the log, so that a class the blended prediction rules out exactly gives a large finite
+# cross-entropy rather than inf.
+_MIN_PROBABILITY = 1e-12
+_MIN_PROBABILITY_SIGMOID = 1e-6
+
+
+def probabilities_as_logits(probs: np.ndarray, config: ml_collections.ConfigDict) -> jax.Array:
+  """Scores whose softmax (or sigmoid, for a sigmoid loss) gives back `probs` `[..., K]`.
+
+  The sliding window blends probabilities, while the losses take logits: `log p` is such a
+  score for a softmax (`softmax(log p) = p` when the classes sum to 1), `log(p / (1 - p))` for
+  a sigmoid.
+  """
+  p = jnp.asarray(probs, jnp.float32)
+  if config.loss.sigmoid:
+    p = jnp.clip(p, _MIN_PROBABILITY_SIGMOID, 1.0 - _MIN_PROBABILITY_SIGMOID)
+    return jnp.log(p) - jnp.log1p(-p)
+  return jnp.log(jnp.maximum(p, _MIN_PROBABILITY))
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
@@ -219,7 +248,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if config.batch_size % num_devices:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                      f"{num_devices} devices; use a multiple of {num_devices}.")
-  if config.get("nonfinite", "stop") not in NONFINITE_MODES:
+  if config.nonfinite not in NONFINITE_MODES:
     raise ValueError(f"config.nonfinite={config.nonfinite!r}; expected one of {NONFINITE_MODES}.")
   for key in ("num_train_steps", "log_every_steps", "eval_every_steps",
               "checkpoint_every_steps"):
@@ -230,7 +259,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   # the channels or classes come from the dataset, the model checks wait for it
   # (`_check_model`).
   train_state_lib.create_model(config)  # the name and keys (num_classes may still be None)
-  _loss_fn_from_config(config)
+  loss_fn_from_config(config)
   optim.create_optimizer(config)
   if config.dataset.num_classes is not None and config.dataset.num_modalities is not None:
     _check_model(config)
@@ -431,7 +460,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     nonlocal skipped, window_start
     metrics = jax.device_get(metrics)
     if not metrics["finite"]:
-      if config.get("nonfinite", "stop") == "stop":
+      if config.nonfinite == "stop":
         raise FloatingPointError(
             f"Non-finite loss or gradient at step {step} (loss={metrics['loss']}). Training "
             f"stopped; the last good checkpoint is step {manager.latest_step()} in "
@@ -457,7 +486,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.add_scalar(f"train/dice_{n}", float(d), step)
         writer.add_scalar("train/grad_norm", float(np.mean([m["grad_norm"] for m in window])),
                           step)
-        writer.add_scalar("train/learning_rate", float(lr_schedule(step)), step)
+        # The rate step `step` used: its update ran with the schedule's count at step - 1.
+        writer.add_scalar("train/learning_rate", float(lr_schedule(step - 1)), step)
         writer.add_scalar("train/steps_per_second", len(window) / max(elapsed, 1e-9), step)
         writer.add_scalar("train/skipped_steps", skipped, step)
       window.clear()

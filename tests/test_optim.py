@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from medjax import optim
+from medjax.configs import default
 
 
 def _config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      optimizer="sgd", learning_rate=0.1, momentum=0.5, weight_decay=0.01,
-      lr_schedule="constant", num_train_steps=10, warmup_steps=0))
+  config = default.get_config()
+  config.update(dict(optimizer="sgd", learning_rate=0.1, momentum=0.5, weight_decay=0.01,
+                     lr_schedule="constant", num_train_steps=10, warmup_steps=0))
   config.update(overrides)
   return config
 

@@ -120,7 +120,7 @@ def test_cli_other_model_with_augmentation(iseg_raw_dir, iseg_data_dir, tmp_path
          f"--workdir={tmp_path / 'vnet2'}", f"--config.dataset.data_dir={iseg_data_dir}",
          f"--config.dataset.manual_dir={iseg_raw_dir}",
          *tiny.cli_overrides(num_train_steps=2, eval_every_steps=2),
-         "--config.model.name=VNET2", "--config.augmentation=True"]
+         "--config.model.name=VNET2", "--config.augmentation.enabled=True"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "training VNET2" in proc.stdout and "Validation Dice per tissue" in proc.stdout

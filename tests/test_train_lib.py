@@ -9,6 +9,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -67,7 +68,57 @@ def test_nonfinite_step_keeps_parameters():
   assert float(metrics["finite"]) == 0.0
   assert int(state.step) == 1
   after = jax.device_get((state.params, state.batch_stats, state.opt_state))
-  jax.tree.map(np.testing.assert_array_equal, before, after)
+  # Everything is kept but the learning-rate schedule's count, which follows state.step.
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  counts = [int(s.count) for s in jax.tree.leaves(after[2], is_leaf=is_schedule)
+            if is_schedule(s)]
+  assert counts == [1]
+  strip = lambda tree: jax.tree.map(lambda x: None if is_schedule(x) else x, tree,
+                                    is_leaf=is_schedule)
+  jax.tree.map(np.testing.assert_array_equal, strip(before), strip(after))
+
+
+def test_skipped_steps_do_not_shift_the_schedule():
+  """With nonfinite=skip, step n's update uses the schedule's rate at n - 1, skipped or not.
+
+  lr_schedule='step' halves the rate every 2 steps: 0.1, 0.1, 0.05, 0.05. Step 2 is non-finite
+  and skipped. Plain SGD without momentum or decay, so each finite step moves the parameters
+  by exactly -lr * grad; the third step must use 0.05 (the schedule at count 2), not 0.1.
+  """
+  config = tiny.tiny_config(optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.1,
+                            lr_schedule="step", lr_decay_steps=2, lr_decay_factor=0.5,
+                            nonfinite="skip")
+  mesh = train_lib.create_mesh(jax.devices()[:1])
+  model = train_state_lib.create_model(config)
+  init_key, rng = train_lib.init_and_train_keys(0)
+  state = train_lib.init_state(config, model, init_key, mesh)
+  step_fn = train_lib.make_train_step(config, mesh)
+  good = _batch(config)
+  bad = {k: v.copy() for k, v in good.items()}
+  bad["image"][0, 0, 0, 0, 0] = np.nan
+  state, _ = step_fn(state, good, rng)
+  state, metrics = step_fn(state, bad, rng)
+  assert float(metrics["finite"]) == 0.0
+  before = jax.device_get(state.params)
+  grads = jax.device_get(_gradients(config, state, good, rng))
+  state, _ = step_fn(state, good, rng)
+  after = jax.device_get(state.params)
+  assert int(state.step) == 3
+  jax.tree.map(lambda a, b, g: np.testing.assert_allclose(a - b, -0.05 * g, rtol=1e-4,
+                                                          atol=1e-7), after, before, grads)
+
+
+def _gradients(config, state, batch, rng):
+  """The gradient the train step takes for `batch` at `state` (same key, same crop)."""
+  loss_fn = train_lib.loss_fn_from_config(config)
+  step_rng = jax.random.fold_in(rng, state.step)
+
+  def compute(params):
+    logits, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                               jnp.asarray(batch["image"]), train=True, mutable=["batch_stats"],
+                               rngs={"dropout": jax.random.fold_in(step_rng, 1)})
+    return loss_fn(logits, jnp.asarray(batch["label"]))
+  return jax.grad(compute)(state.params)
 
 
 _DEVICES_SCRIPT = textwrap.dedent("""

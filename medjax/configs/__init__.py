@@ -1,0 +1,1 @@
+"""Configs: the default config declaring every key (`default`) and command-line parsing (`cli`)."""
