@@ -10,11 +10,13 @@ separable Gaussian with `sigma = sigma_scale * roi`, clamped below at `max(min w
 
   out[v] = sum_windows w[v - s] * p_s[v - s] / sum_windows w[v - s].
 
-Memory is bounded by the window batch: the host loops over batches of `sw_batch_size` windows;
-for each batch a jitted gather cuts the windows out, the (jitted) predictor runs on them, and a
-jitted accumulate adds the weighted predictions into one output buffer `[B, D, H, W, K]` and one
-weight buffer `[B, D, H, W, 1]` (both donated, so updated in place). Only the buffers and one
-window batch are alive at a time; the full set of tiles is never materialised.
+Memory is bounded by the window batch: the host loops over batches of `sw_batch_size` windows
+(the last one shorter when the windows do not fill it, as MONAI; `pad_last_batch=True` fills it
+with repeats instead); for each batch a jitted gather cuts the windows out, the (jitted)
+predictor runs on them, and a jitted accumulate adds the weighted predictions into one output
+buffer `[B, D, H, W, K]` per predictor output and one weight buffer `[B, D, H, W, 1]` (all
+donated, so updated in place). Only the buffers and one window batch are alive at a time; the
+full set of tiles is never materialised.
 
 Models with valid convolutions (e.g. HyperDenseNet, 64^3 in -> 46^3 out) predict only the centre
 of their input. The output size of the predictor is found by `jax.eval_shape`; the tiling then
@@ -157,47 +159,72 @@ def _flip(x: Array, axes: tuple[int, ...]) -> Array:
 
 
 @functools.partial(jax.jit, donate_argnums=(0, 1))
-def _accumulate(out: Array, count: Array, preds: Array, starts: Array, valid: Array,
-                weights: Array) -> tuple[Array, Array]:
-  """Adds `valid_j * weights * preds_j` into `out` and `valid_j * weights` into `count`.
+def _accumulate(outs: tuple[Array, ...], count: Array, preds: tuple[Array, ...], starts: Array,
+                valid: Array, weights: Array) -> tuple[tuple[Array, ...], Array]:
+  """Adds `valid_j * weights * preds_j` into each of `outs` and `valid_j * weights` into `count`.
 
   Windows of one batch may overlap, so they are added one after the other (a `fori_loop`).
 
   Args:
-    out: `[B, D, H, W, K]` running weighted sum.
-    count: `[B, D, H, W, 1]` running sum of weights.
-    preds: `[n, d, h, w, K]` window predictions.
-    starts: `[n, 4]` (batch index, d, h, w) of each window in `out`.
-    valid: `[n]` 1 for real windows, 0 for the repeats that fill the last batch.
+    outs: one `[B, D, H, W, K_i]` running weighted sum per predictor output.
+    count: `[B, D, H, W, 1]` running sum of weights (shared: the outputs have one spatial size).
+    preds: one `[n, d, h, w, K_i]` window prediction per output.
+    starts: `[n, 4]` (batch index, d, h, w) of each window in `outs`.
+    valid: `[n]` 1 for real windows, 0 for the repeats that fill the last batch with
+      `pad_last_batch=True`.
     weights: `[d, h, w]` importance map.
   """
-  weights = weights[..., None].astype(out.dtype)
-  size_out = (1, *preds.shape[1:])
-  size_count = (1, *preds.shape[1:-1], 1)
+  weights = weights[..., None].astype(jnp.float32)
+  size_count = (1, *preds[0].shape[1:-1], 1)
 
   def body(j, carry):
-    out, count = carry
+    outs, count = carry
     start = (*starts[j], 0)
     w = weights * valid[j]
-    region = jax.lax.dynamic_slice(out, start, size_out)
-    out = jax.lax.dynamic_update_slice(out, region + (w * preds[j].astype(out.dtype))[None],
-                                       start)
+    new_outs = []
+    for out, pred in zip(outs, preds):
+      size_out = (1, *pred.shape[1:])
+      region = jax.lax.dynamic_slice(out, start, size_out)
+      new_outs.append(jax.lax.dynamic_update_slice(
+          out, region + (w * pred[j].astype(out.dtype))[None], start))
     region = jax.lax.dynamic_slice(count, start, size_count)
     count = jax.lax.dynamic_update_slice(count, region + w[None], start)
-    return out, count
+    return tuple(new_outs), count
 
-  return jax.lax.fori_loop(0, preds.shape[0], body, (out, count))
+  return jax.lax.fori_loop(0, preds[0].shape[0], body, (tuple(outs), count))
 
 
 def _predict_with_flips(predictor: Predictor, windows: Array,
-                        variants: tuple[tuple[int, ...], ...]) -> Array:
-  """Mean over flip variants of `flip^-1(predictor(flip(windows)))`, in float32."""
+                        variants: tuple[tuple[int, ...], ...]) -> list[Array]:
+  """Mean over flip variants of `flip^-1(predictor(flip(windows)))` per output, in float32.
+
+  Returns the outputs' leaves (`jax.tree_util` order) as a list.
+  """
   total = None
   for axes in variants:
-    pred = predictor(_flip(windows, axes) if axes else windows)
-    pred = (_flip(pred, axes) if axes else pred).astype(jnp.float32)
-    total = pred if total is None else total + pred
-  return total if len(variants) == 1 else total / len(variants)
+    leaves = jax.tree_util.tree_leaves(predictor(_flip(windows, axes) if axes else windows))
+    leaves = [(_flip(p, axes) if axes else p).astype(jnp.float32) for p in leaves]
+    total = leaves if total is None else [t + p for t, p in zip(total, leaves)]
+  return total if len(variants) == 1 else [t / len(variants) for t in total]
+
+
+def _output_spec(predictor: Predictor, sw_batch_size: int, roi: tuple[int, ...], channels: int,
+                 dtype: Any) -> tuple[Any, tuple[int, int, int], list[int]]:
+  """Structure, common output ROI and channel counts of the predictor's output(s)."""
+  in_shape = (sw_batch_size, *roi, channels)
+  out_struct = jax.eval_shape(predictor, jax.ShapeDtypeStruct(in_shape, dtype))
+  leaves, treedef = jax.tree_util.tree_flatten(out_struct)
+  if not leaves or any(len(leaf.shape) != 5 or leaf.shape[0] != sw_batch_size
+                       for leaf in leaves):
+    shapes = jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape), out_struct)
+    raise ValueError(f"predictor maps {list(in_shape)} to {shapes}; expected [{sw_batch_size}, d, "
+                     "h, w, K] (or a tuple, list or dict of such arrays).")
+  out_rois = {tuple(leaf.shape[1:4]) for leaf in leaves}
+  if len(out_rois) > 1:
+    shapes = jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape), out_struct)
+    raise ValueError(f"predictor outputs {shapes} have different spatial sizes; every output "
+                     "must have the same [n, d, h, w] (MONAI's per-output zoom is not supported).")
+  return treedef, out_rois.pop(), [leaf.shape[4] for leaf in leaves]
 
 
 def sliding_window_inference(
@@ -213,8 +240,9 @@ def sliding_window_inference(
     *,
     roi_weight_map: np.ndarray | Array | None = None,
     flip_axes: Sequence[Sequence[int] | int] | None = None,
+    pad_last_batch: bool = False,
     progress: bool = False,
-) -> Array:
+) -> Any:
   """Blended sliding-window prediction over whole scans (MONAI semantics, channels-last).
 
   Windows are placed by MONAI's rule (see the module docstring); a dimension where the image is
@@ -224,15 +252,28 @@ def sliding_window_inference(
   `out = sum_s w * p_s / sum_s w` over the windows `s` covering a voxel, with `w` the importance
   map of `mode` (or `roi_weight_map`).
 
+  Window batches: the windows of all scans (scan-major, then MONAI's window order) are cut into
+  batches of `sw_batch_size`. By default (`pad_last_batch=False`, MONAI's behaviour) the last
+  batch holds only the windows left over, so the predictor never sees a window twice; a short
+  last batch has another shape, so a jitted predictor compiles once more for it. With
+  `pad_last_batch=True` the last batch is filled up to `sw_batch_size` with repeats of its last
+  window, whose predictions are then given weight 0: one compilation for every batch, but the
+  predictor sees repeated windows. Use it only with predictors that treat windows independently
+  (no batch statistics, nothing summed over the batch), or the repeats change the real windows'
+  predictions.
+
   Args:
     inputs: scans `[B, D, H, W, C]`.
     roi_size: window size `(d, h, w)` or one int; `None` or a value <= 0 takes the image size.
     sw_batch_size: windows per predictor call (bounds memory).
     predictor: a JAX-traceable function `[n, d, h, w, C] -> [n, d', h', w', K]` with
-      `d' <= d` etc.; an output smaller than the input is taken to be the centre of the input ROI
-      (valid convolutions), see the module docstring. It is jitted here unless it already is (a
-      `jax.jit` function or a `functools.partial` of one): pass a jitted function of
-      `(variables, x)` as `functools.partial(fn, variables)` to reuse its compilation across calls.
+      `d' <= d` etc., or returning several such arrays as a tuple, list or dict (any pytree; each
+      `[n, d', h', w', K_i]` with the same `d', h', w'`), which are each blended and returned in
+      the same structure. An output smaller than the input is taken to be the centre of the
+      input ROI (valid convolutions), see the module docstring. It is jitted here unless it
+      already is (a `jax.jit` function or a `functools.partial` of one): pass a jitted function
+      of `(variables, x)` as `functools.partial(fn, variables)` to reuse its compilation across
+      calls.
     overlap: fraction of overlap between neighbouring windows, in [0, 1); one per axis allowed.
     mode: `constant` (equal weights) or `gaussian` (weights fall off towards window edges).
     sigma_scale: Gaussian sigma as a fraction of the (output) ROI size; one per axis allowed.
@@ -242,14 +283,16 @@ def sliding_window_inference(
     flip_axes: optional test-time augmentation: a list of spatial axis sets (0, 1, 2 = D, H, W),
       e.g. `((0,), (1,), (2,))`; the prediction is averaged over the unflipped windows and each
       flipped variant (flipped back), before blending.
+    pad_last_batch: fill a short last batch with repeated windows (see above); default False.
     progress: show a tqdm bar over window batches.
 
   Returns:
-    float32 `[B, D, H, W, K]` blended predictions (same spatial size as `inputs`).
+    float32 `[B, D, H, W, K]` blended predictions (same spatial size as `inputs`), or the
+    predictor's structure (tuple, list, dict) of such arrays `[B, D, H, W, K_i]`.
 
   Raises:
-    ValueError: bad shapes or hyper-parameters, or a predictor whose output is larger than its
-      input or not centred on it with an integer margin.
+    ValueError: bad shapes or hyper-parameters, a predictor whose output is larger than its
+      input or not centred on it with an integer margin, or whose outputs differ in spatial size.
   """
   inputs = jnp.asarray(inputs)
   if inputs.ndim != 5:
@@ -272,13 +315,7 @@ def sliding_window_inference(
     predictor = jax.jit(predictor)
 
   # Output ROI of the predictor (smaller than `roi` for valid convolutions).
-  out_struct = jax.eval_shape(
-      predictor, jax.ShapeDtypeStruct((sw_batch_size, *roi, channels), inputs.dtype))
-  if len(out_struct.shape) != 5 or out_struct.shape[0] != sw_batch_size:
-    raise ValueError(f"predictor maps [{sw_batch_size}, *{roi}, {channels}] to "
-                     f"{out_struct.shape}; expected [{sw_batch_size}, d, h, w, K].")
-  out_roi = tuple(out_struct.shape[1:4])
-  num_out = out_struct.shape[4]
+  treedef, out_roi, num_out = _output_spec(predictor, sw_batch_size, roi, channels, inputs.dtype)
   if any(o > r or o < 1 for o, r in zip(out_roi, roi)):
     raise ValueError(f"predictor output ROI {out_roi} is larger than its input ROI {roi}; only "
                      "outputs of the same size or a centred smaller size are supported.")
@@ -303,10 +340,11 @@ def sliding_window_inference(
     for b0 in range(0, batch, sw_batch_size):
       chunk = padded[b0:b0 + sw_batch_size]
       n = chunk.shape[0]
-      if n < sw_batch_size:  # keep the compiled batch size
+      if pad_last_batch and n < sw_batch_size:  # keep the compiled batch size
         chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], sw_batch_size - n, axis=0)])
-      outs.append(_predict_with_flips(predictor, chunk, variants)[:n])
-    return jnp.concatenate(outs)[crop]
+      outs.append([p[:n] for p in _predict_with_flips(predictor, chunk, variants)])
+    leaves = [jnp.concatenate(parts)[crop] for parts in zip(*outs)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
   if roi_weight_map is not None:
     weights = jnp.asarray(roi_weight_map, jnp.float32)
@@ -322,11 +360,11 @@ def sliding_window_inference(
       np.tile(positions, (batch, 1))], axis=1)  # [B * N, 4]
   total = len(starts)
   num_batches = -(-total // sw_batch_size)
-  fill = num_batches * sw_batch_size - total
+  fill = num_batches * sw_batch_size - total if pad_last_batch else 0
   valid = np.concatenate([np.ones(total, np.float32), np.zeros(fill, np.float32)])
   starts = np.concatenate([starts, np.repeat(starts[-1:], fill, axis=0)])
 
-  out = jnp.zeros((batch, *image_size, num_out), jnp.float32)
+  outs = tuple(jnp.zeros((batch, *image_size, k), jnp.float32) for k in num_out)
   count = jnp.zeros((batch, *image_size, 1), jnp.float32)
   chunks = range(num_batches)
   if progress:
@@ -335,9 +373,10 @@ def sliding_window_inference(
     sl = slice(i * sw_batch_size, (i + 1) * sw_batch_size)
     chunk_starts = jnp.asarray(starts[sl])
     windows = _gather(padded, chunk_starts, roi)
-    preds = _predict_with_flips(predictor, windows, variants)
-    out, count = _accumulate(out, count, preds, chunk_starts, jnp.asarray(valid[sl]), weights)
-  return (out / count)[crop]
+    preds = tuple(_predict_with_flips(predictor, windows, variants))
+    outs, count = _accumulate(outs, count, preds, chunk_starts, jnp.asarray(valid[sl]), weights)
+  leaves = [(out / count)[crop] for out in outs]
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 @functools.lru_cache(maxsize=16)
@@ -360,15 +399,16 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
                    mode: str = "gaussian", sw_batch_size: int = 1, sigma_scale: float = 0.125,
                    padding_mode: str = "constant",
                    flip_axes: Sequence[Sequence[int] | int] | None = None,
-                   progress: bool = False) -> np.ndarray:
+                   pad_last_batch: bool = False, progress: bool = False) -> np.ndarray:
   """Class probabilities of one scan: softmax of the model, blended over sliding windows.
 
   Args:
     model: a Flax module with `apply(variables, x [B, D, H, W, C], train=False) -> logits`.
     variables: its variables (`{'params': ..., 'batch_stats': ...}`).
     image: one normalised scan `[D, H, W, C]`.
-    roi_size, overlap, mode, sw_batch_size, sigma_scale, padding_mode, flip_axes, progress: as
-      in `sliding_window_inference`.
+    roi_size, overlap, mode, sw_batch_size, sigma_scale, padding_mode, flip_axes,
+      pad_last_batch, progress: as in `sliding_window_inference` (the model must treat windows
+      independently, e.g. batch norm in inference mode, for `pad_last_batch=True`).
 
   Returns:
     float32 probabilities `[D, H, W, K]` (summing to 1 over K).
@@ -380,5 +420,5 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
   probs = sliding_window_inference(
       image[None], roi_size, sw_batch_size, predictor, overlap=overlap, mode=mode,
       sigma_scale=sigma_scale, padding_mode=padding_mode, flip_axes=flip_axes,
-      progress=progress)
+      pad_last_batch=pad_last_batch, progress=progress)
   return np.asarray(probs[0])

@@ -1,7 +1,8 @@
-"""Segmentation metrics in numpy/scipy: Dice, 95th-percentile Hausdorff distance, ASSD (in mm).
+"""Segmentation metrics in numpy/scipy: Dice, Hausdorff distance (HD95), ASSD, NSD (in mm).
 
-Conventions follow MONAI's `compute_hausdorff_distance(percentile=95)` and
-`compute_average_surface_distance(symmetric=True)`:
+Conventions follow MONAI's `compute_dice`, `do_metric_reduction`,
+`compute_hausdorff_distance(percentile=95)`, `compute_average_surface_distance(symmetric=True)`
+and `compute_surface_dice` (without sub-voxel areas):
 
 * The surface of a binary mask is its boundary voxels: `mask XOR binary_erosion(mask)` with
   scipy's default 6-connected structuring element; voxels outside the volume count as
@@ -9,17 +10,33 @@ Conventions follow MONAI's `compute_hausdorff_distance(percentile=95)` and
 * The distance from a surface voxel of A to B is the Euclidean distance in millimetres to the
   nearest surface voxel of B: `distance_transform_edt(~surface(B), sampling=spacing)` read at
   the surface voxels of A (voxel spacing honoured, so anisotropic voxels are handled).
+  `distance_metric='chessboard'` or `'taxicab'` uses scipy's chamfer transform
+  `distance_transform_cdt` instead: `max_i |a_i - b_i|` or `sum_i |a_i - b_i|` in voxels. As in
+  MONAI, `spacing` is then ignored (a warning says so when it is not all ones).
 * HD95 = `max(P95(d(A->B)), P95(d(B->A)))`, each percentile linearly interpolated
   (`numpy.percentile`'s default, as `torch.quantile`).
+  With `directed=True` only `P95(d(A->B))`, A the prediction (MONAI's `directed=True`).
 * ASSD = mean of the union of both directed distance sets:
   `(sum d(A->B) + sum d(B->A)) / (|surface(A)| + |surface(B)|)`.
+* NSD at tolerance `tau` (Nikolov et al. 2021, MONAI's `compute_surface_dice`, surface size =
+  voxel count): `(#{d(A->B) <= tau} + #{d(B->A) <= tau}) / (|surface(A)| + |surface(B)|)`.
 
-Empty masks (documented choice; MONAI warns and returns nan/inf in a mix of ways):
-* Dice: both empty -> nan (undefined, skipped by `nanmean`); exactly one empty -> 0.
-* HD95 and ASSD: both empty -> nan; exactly one empty -> inf (no surface to measure to).
+Empty masks:
+* Dice (`dice`, `dice_per_class` default): both empty -> nan (undefined, skipped by `nanmean`);
+  exactly one empty -> 0 (nnU-Net's rule). `dice_per_class(ignore_empty=True/False)` follows
+  MONAI's DiceMetric instead (empty truth -> nan; or, with False, 1 if the prediction is
+  empty too, else 0).
+* HD (symmetric or directed) and ASSD: both empty -> nan; exactly one empty -> inf (no surface
+  to measure to), as MONAI.
+* NSD: both empty -> nan; exactly one empty -> 0 (as MONAI).
+
+Per-case, per-class values `[B, C]` are reduced by `reduce_metric` (MONAI's
+`do_metric_reduction`, nan-aware).
 """
 
 from collections.abc import Sequence
+import functools
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -53,11 +70,22 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
   return 2.0 * int(np.logical_and(pred, gt).sum()) / denom
 
 
-def dice_per_class(pred: np.ndarray, label: np.ndarray, *, num_classes: int) -> np.ndarray:
+def dice_per_class(pred: np.ndarray, label: np.ndarray, *, num_classes: int,
+                   ignore_empty: bool | None = None) -> np.ndarray:
   """Dice of each class id `k` (masks `pred == k`, `label == k`) -> float64 `[num_classes]`.
 
-  Computed from one joint histogram (one pass over the volume). nan for a class absent from both.
+  `dice_k = 2 |P_k & G_k| / (|P_k| + |G_k|)`, computed from one joint histogram (one pass over
+  the volume). When the truth `G_k` is empty the value depends on `ignore_empty`:
+
+  * `None` (default, nnU-Net's rule): nan when `P_k` is empty too, else 0.
+  * `True` (MONAI DiceMetric's default `ignore_empty=True`): nan, whatever `P_k` is.
+  * `False` (MONAI's `ignore_empty=False`): 1 when `P_k` is empty too, else 0.
+
+  A batch of cases gives rows of a `[B, num_classes]` array for `reduce_metric`; MONAI's
+  `include_background=False` is the columns `[:, 1:]`.
   """
+  if ignore_empty not in (None, True, False):
+    raise ValueError(f"ignore_empty={ignore_empty!r}: expected None, True or False.")
   pred, label = np.asarray(pred), np.asarray(label)
   if pred.shape != label.shape:
     raise ValueError(f"prediction shape {pred.shape} differs from label {label.shape}.")
@@ -68,9 +96,60 @@ def dice_per_class(pred: np.ndarray, label: np.ndarray, *, num_classes: int) -> 
   joint = np.bincount(pred.astype(np.int64).ravel() * num_classes + label.astype(np.int64).ravel(),
                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
   inter = np.diag(joint).astype(np.float64)
-  denom = joint.sum(1) + joint.sum(0)
+  n_pred, n_label = joint.sum(1), joint.sum(0)
+  denom = n_pred + n_label
   with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1), np.nan)
+    dices = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1), np.nan)
+  if ignore_empty is None:
+    return dices
+  empty_value = np.full(num_classes, np.nan) if ignore_empty else (n_pred == 0).astype(np.float64)
+  return np.where(n_label > 0, dices, empty_value)
+
+
+REDUCTIONS = ("none", "mean", "sum", "mean_batch", "sum_batch", "mean_channel", "sum_channel")
+
+
+def reduce_metric(values: np.ndarray, reduction: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+  """MONAI's `do_metric_reduction`: reduces per-case, per-class values `[B, C, ...]`, skipping nan.
+
+  With `n` the count of non-nan values and `s` their sum (nan read as 0):
+
+  * `none`: `(values, n)` unchanged (`n` as float 0/1).
+  * `mean`: first over classes, `m_b = s_b / n_b` (0 where `n_b = 0`), then over the cases that
+    had any value: `sum_b m_b / #{b : n_b > 0}` (0 if none); `not_nans = #{b : n_b > 0}`.
+  * `sum`: `s` over cases and classes; `not_nans = n`.
+  * `mean_batch` / `sum_batch`: per class over cases, `s_c / n_c` (0 where `n_c = 0`) / `s_c`.
+  * `mean_channel` / `sum_channel`: per case over classes, likewise.
+
+  Returns:
+    `(value, not_nans)` as float64 arrays (0-d for `mean` and `sum`, `[C]` for `*_batch`, `[B]`
+    for `*_channel`). A mean with no value to average is 0, not nan, as MONAI.
+  """
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}.")
+  values = np.asarray(values, np.float64)
+  if values.ndim < 2:
+    raise ValueError(f"values has shape {values.shape}: expected [B, C, ...] (batch, class).")
+  valid = ~np.isnan(values)
+  if reduction == "none":
+    return values, valid.astype(np.float64)
+  f = np.where(valid, values, 0.0)
+  n = valid.astype(np.float64)
+
+  def mean(total, count):
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+  if reduction == "mean":
+    n_b = n.sum(1)
+    m_b = mean(f.sum(1), n_b)
+    n_cases = (n_b > 0).sum(0).astype(np.float64)
+    return mean(m_b.sum(0), n_cases), n_cases
+  if reduction == "sum":
+    return f.sum((0, 1)), n.sum((0, 1))
+  axis = 0 if reduction.endswith("_batch") else 1
+  count = n.sum(axis)
+  total = f.sum(axis)
+  return (mean(total, count) if reduction.startswith("mean") else total), count
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
@@ -90,87 +169,159 @@ def _crop_to_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.nda
   return pred[box], gt[box]
 
 
+DISTANCE_METRICS = ("euclidean", "chessboard", "taxicab")
+
+
+def _distance_sampling(spacing: float | Sequence[float] | None, ndim: int,
+                       distance_metric: str) -> tuple[float, ...]:
+  """Checks `distance_metric` and `spacing`; the sampling the Euclidean transform uses."""
+  if distance_metric not in DISTANCE_METRICS:
+    raise ValueError(f"distance_metric={distance_metric!r}: expected one of {DISTANCE_METRICS}.")
+  sampling = _spacing(spacing, ndim)
+  if distance_metric != "euclidean" and any(s != 1.0 for s in sampling):
+    warnings.warn(f"spacing={spacing!r} is ignored with distance_metric={distance_metric!r} "
+                  "(distances in voxels, as MONAI).", stacklevel=3)
+  return sampling
+
+
 def surface_distances(pred: np.ndarray, gt: np.ndarray, *,
-                      spacing: float | Sequence[float] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-  """Directed surface distances in mm: `(d(pred -> gt), d(gt -> pred))`.
+                      spacing: float | Sequence[float] | None = None,
+                      distance_metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+  """Directed surface distances: `(d(pred -> gt), d(gt -> pred))`.
 
   Args:
     pred, gt: binary masks of the same shape (any number of axes, usually `[D, H, W]`).
-    spacing: voxel size in mm per axis (or one number); default 1.
+    spacing: voxel size in mm per axis (or one number); default 1. Used by `euclidean` only.
+    distance_metric: `euclidean` (exact, in mm: `distance_transform_edt`), `chessboard`
+      (`max_i |a_i - b_i|`) or `taxicab` (`sum_i |a_i - b_i|`), both in voxels by scipy's
+      `distance_transform_cdt`, spacing ignored (MONAI's `get_surface_distance`).
 
   Returns:
     Two float64 arrays: for each surface voxel of `pred` the distance to the nearest surface voxel
     of `gt`, and the reverse. Both must be non-empty masks.
   """
   pred, gt = _check_pair(pred, gt)
-  sampling = _spacing(spacing, pred.ndim)
+  sampling = _distance_sampling(spacing, pred.ndim, distance_metric)
   if not pred.any() or not gt.any():
     raise ValueError("surface_distances needs two non-empty masks.")
   pred, gt = _crop_to_union(pred, gt)
   pred_surface, gt_surface = surface(pred), surface(gt)
-  to_gt = ndimage.distance_transform_edt(~gt_surface, sampling=sampling)
-  to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)
+  if distance_metric == "euclidean":
+    transform = functools.partial(ndimage.distance_transform_edt, sampling=sampling)
+  else:
+    transform = functools.partial(ndimage.distance_transform_cdt, metric=distance_metric)
+  to_gt = transform(~gt_surface).astype(np.float64)
+  to_pred = transform(~pred_surface).astype(np.float64)
   return to_gt[pred_surface], to_pred[gt_surface]
 
 
-def _empty_case(pred: np.ndarray, gt: np.ndarray) -> float | None:
+def _empty_case(pred: np.ndarray, gt: np.ndarray, one_empty: float = float("inf")
+                ) -> float | None:
   has_pred, has_gt = bool(pred.any()), bool(gt.any())
   if not has_pred and not has_gt:
     return float("nan")
   if not has_pred or not has_gt:
-    return float("inf")
+    return one_empty
   return None
 
 
 def hausdorff_distance(pred: np.ndarray, gt: np.ndarray, *,
                        spacing: float | Sequence[float] | None = None,
-                       percentile: float | None = 95.0) -> float:
-  """Symmetric (percentile) Hausdorff distance in mm between two binary masks.
+                       percentile: float | None = 95.0, directed: bool = False,
+                       distance_metric: str = "euclidean") -> float:
+  """(Percentile) Hausdorff distance in mm between two binary masks.
 
-  `max(P(d(pred -> gt)), P(d(gt -> pred)))` with `P` the `percentile`-th percentile (linear
-  interpolation), or the maximum when `percentile` is None. nan if both masks are empty, inf if
-  exactly one is.
+  Symmetric: `max(P(d(pred -> gt)), P(d(gt -> pred)))`; `directed=True`: `P(d(pred -> gt))`
+  only (MONAI's `directed=True`). `P` is the `percentile`-th percentile (linear interpolation, as
+  `torch.quantile`), or the maximum when `percentile` is None. nan if both masks are empty, inf
+  if exactly one is. `distance_metric` and `spacing` as in `surface_distances`.
+
+  Note: MONAI reads `percentile=0` as None (the maximum); here it is the 0th percentile (the
+  minimum).
   """
   pred, gt = _check_pair(pred, gt)
   if percentile is not None and not 0 <= percentile <= 100:
     raise ValueError(f"percentile={percentile}: expected a value in [0, 100] or None.")
+  _distance_sampling(spacing, pred.ndim, distance_metric)
   empty = _empty_case(pred, gt)
   if empty is not None:
     return empty
-  directed = surface_distances(pred, gt, spacing=spacing)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the spacing warning was given above
+    directed_distances = surface_distances(pred, gt, spacing=spacing,
+                                           distance_metric=distance_metric)
+  if directed:
+    directed_distances = directed_distances[:1]
   if percentile is None:
-    return float(max(d.max() for d in directed))
-  return float(max(np.percentile(d, percentile) for d in directed))
+    return float(max(d.max() for d in directed_distances))
+  return float(max(np.percentile(d, percentile) for d in directed_distances))
 
 
 def average_surface_distance(pred: np.ndarray, gt: np.ndarray, *,
                              spacing: float | Sequence[float] | None = None,
-                             symmetric: bool = True) -> float:
+                             symmetric: bool = True,
+                             distance_metric: str = "euclidean") -> float:
   """Average (symmetric) surface distance in mm between two binary masks.
 
   Symmetric: the mean over both directed distance sets together,
   `(sum d(pred -> gt) + sum d(gt -> pred)) / (n_pred + n_gt)`; otherwise the mean of
-  `d(pred -> gt)`. nan if both masks are empty, inf if exactly one is.
+  `d(pred -> gt)`. nan if both masks are empty, inf if exactly one is. `distance_metric` and
+  `spacing` as in `surface_distances`.
   """
   pred, gt = _check_pair(pred, gt)
+  _distance_sampling(spacing, pred.ndim, distance_metric)
   empty = _empty_case(pred, gt)
   if empty is not None:
     return empty
-  to_gt, to_pred = surface_distances(pred, gt, spacing=spacing)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    to_gt, to_pred = surface_distances(pred, gt, spacing=spacing,
+                                       distance_metric=distance_metric)
   distances = np.concatenate([to_gt, to_pred]) if symmetric else to_gt
   return float(distances.mean())
+
+
+def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, *, tolerance: float,
+                            spacing: float | Sequence[float] | None = None,
+                            distance_metric: str = "euclidean") -> float:
+  """Normalised surface Dice (NSD, Nikolov et al. 2021) of two binary masks at `tolerance`.
+
+  The fraction of both surfaces lying within `tolerance` of the other surface:
+
+    NSD = (#{d(pred -> gt) <= tau} + #{d(gt -> pred) <= tau}) / (n_pred + n_gt),
+
+  with `n_*` the surface voxel counts (MONAI's `compute_surface_dice` with
+  `use_subvoxels=False`; sub-voxel surface areas are not supported). `tolerance` is in the units
+  of the distances: mm with `spacing` and `euclidean`, voxels otherwise. Empty masks (as MONAI):
+  both empty -> nan; exactly one empty -> 0.
+  """
+  pred, gt = _check_pair(pred, gt)
+  tolerance = float(tolerance)
+  if not np.isfinite(tolerance) or tolerance < 0:
+    raise ValueError(f"tolerance={tolerance}: expected a finite value >= 0.")
+  _distance_sampling(spacing, pred.ndim, distance_metric)
+  empty = _empty_case(pred, gt, one_empty=0.0)
+  if empty is not None:
+    return empty
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    to_gt, to_pred = surface_distances(pred, gt, spacing=spacing,
+                                       distance_metric=distance_metric)
+  correct = int((to_gt <= tolerance).sum()) + int((to_pred <= tolerance).sum())
+  return correct / (to_gt.size + to_pred.size)
 
 
 def segmentation_metrics(pred: np.ndarray, label: np.ndarray, *, num_classes: int,
                          spacing: float | Sequence[float] | None = None,
                          include_background: bool = False,
-                         percentile: float = 95.0) -> dict[int, dict[str, float]]:
+                         percentile: float = 95.0,
+                         distance_metric: str = "euclidean") -> dict[int, dict[str, float]]:
   """Dice, HD95 (mm) and ASSD (mm) of each class of two label maps of class ids `[D, H, W]`.
 
   Returns:
     `{class_id: {'dice': ..., 'hd95': ..., 'assd': ...}}` for classes 1..K-1 (0..K-1 with
-    `include_background`). Empty-mask values as in the module docstring.
+    `include_background`). Empty-mask values as in the module docstring; `distance_metric` as in
+    `surface_distances`.
   """
   pred, label = np.asarray(pred), np.asarray(label)
   dices = dice_per_class(pred, label, num_classes=num_classes)
@@ -179,7 +330,9 @@ def segmentation_metrics(pred: np.ndarray, label: np.ndarray, *, num_classes: in
     p, g = pred == k, label == k
     results[k] = {
         "dice": float(dices[k]),
-        "hd95": hausdorff_distance(p, g, spacing=spacing, percentile=percentile),
-        "assd": average_surface_distance(p, g, spacing=spacing),
+        "hd95": hausdorff_distance(p, g, spacing=spacing, percentile=percentile,
+                                   distance_metric=distance_metric),
+        "assd": average_surface_distance(p, g, spacing=spacing,
+                                         distance_metric=distance_metric),
     }
   return results

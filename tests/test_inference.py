@@ -238,3 +238,126 @@ def test_bad_arguments_raise(kwargs, match):
     inference.sliding_window_inference(**args)
   with pytest.raises(ValueError, match="5 axes"):
     inference.sliding_window_inference(np.zeros((8, 8, 8, 1)), 4, 1, lambda v: v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Short last batch (MONAI's default) vs pad_last_batch=True, and several outputs.
+
+
+def test_cval_batch_mixing_predictor_monai_case():
+  # MONAI's test_cval in 3D: a 3x3(x1) image of ones, roi 5x5(x1) -> padded with cval = -1 to one
+  # window of sum 9 - 16 = -7, so `data + data.sum()` gives 1 - 7 = -6. With sw_batch_size 10 the
+  # window runs alone (MONAI); with pad_last_batch=True it is repeated 10 times: 1 - 70 = -69.
+  x = np.ones((1, 3, 3, 1, 1), np.float32)
+  compute = lambda v: v + v.sum()
+  kwargs = dict(overlap=0.5, padding_mode="constant", cval=-1.0, mode="constant")
+  out = inference.sliding_window_inference(x, (5, 5, 1), 10, compute, **kwargs)
+  np.testing.assert_allclose(np.asarray(out), -6.0)
+  out = inference.sliding_window_inference(x, (5, 5, 1), 10, compute, pad_last_batch=True,
+                                           **kwargs)
+  np.testing.assert_allclose(np.asarray(out), -69.0)
+
+
+def test_short_last_batch_runs_at_its_own_size_by_hand():
+  # Two scans of length 10, roi 4, overlap 0.25: windows [0, 4), [3, 7), [6, 10) per scan, six in
+  # all, sw_batch_size 4 -> batches {s0w0, s0w1, s0w2, s1w0} and {s1w1, s1w2}. The predictor
+  # outputs its batch size n. Scan 0 sees 4 everywhere; scan 1: 4 on [0, 3), (4 + 2) / 2 = 3 at
+  # voxel 3 (windows 0 and 1), 2 from voxel 4 on. With pad_last_batch=True every batch has 4.
+  x = np.zeros((2, 10, 1, 1, 1), np.float32)
+  size = lambda v: jnp.full(v.shape, v.shape[0], jnp.float32)
+  out = np.asarray(inference.sliding_window_inference(x, (4, 1, 1), 4, size))[..., 0, 0, 0]
+  np.testing.assert_allclose(out, [[4.0] * 10, [4, 4, 4, 3, 2, 2, 2, 2, 2, 2]])
+  out = inference.sliding_window_inference(x, (4, 1, 1), 4, size, pad_last_batch=True)
+  np.testing.assert_allclose(np.asarray(out), 4.0)
+  # The whole-scan path (roi covers the scan): 3 scans, sw_batch_size 2 -> sizes 2, 2, 1.
+  x = np.zeros((3, 4, 1, 1, 1), np.float32)
+  out = inference.sliding_window_inference(x, (4, 1, 1), 2, size)
+  np.testing.assert_allclose(np.asarray(out)[:, 0, 0, 0, 0], [2, 2, 1])
+  out = inference.sliding_window_inference(x, (4, 1, 1), 2, size, pad_last_batch=True)
+  np.testing.assert_allclose(np.asarray(out), 2.0)
+
+
+def test_pad_last_batch_compiles_once_default_compiles_the_short_batch():
+  # 3 windows per axis-0 (image 10, roi 4), sw_batch_size 2: batches of 2 and 1.
+  for pad_last_batch, traces in ((True, 1), (False, 2)):
+    calls = []
+
+    @jax.jit
+    def fn(v, calls=calls):
+      calls.append(v.shape[0])  # runs at trace time only
+      return v * 2.0
+
+    x = _coords((10, 3, 3))
+    out = inference.sliding_window_inference(x, (4, 3, 3), 2, fn, pad_last_batch=pad_last_batch)
+    np.testing.assert_allclose(np.asarray(out), 2 * x, atol=1e-4)
+    assert len(calls) == traces, (pad_last_batch, calls)
+
+
+@pytest.mark.parametrize("shape, roi, sw, flips", [
+    ((13, 10, 7), (4, 5, 3), 3, None),       # tiled, short last batch
+    ((9, 8, 7), (5, 8, 4), 2, [(0,), (1, 2)]),  # with flip averaging
+    ((6, 5, 4), (8, 8, 8), 1, None),         # whole scan in one roi
+])
+def test_multiple_outputs_keep_their_structure(shape, roi, sw, flips):
+  x = _coords(shape, batch=2)
+  fn = lambda v: jnp.stack([2 * v[..., 0] + 1, v[..., 1] - v[..., 2]], -1)
+  expected = {"identity": x, "affine": np.asarray(fn(x))}
+  kwargs = dict(overlap=0.5, mode="gaussian", flip_axes=flips)
+  outs = inference.sliding_window_inference(x, roi, sw, lambda v: (v, fn(v)), **kwargs)
+  assert isinstance(outs, tuple) and len(outs) == 2
+  for out, ref in zip(outs, expected.values()):
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
+  outs = inference.sliding_window_inference(x, roi, sw, lambda v: [v, fn(v)], **kwargs)
+  assert isinstance(outs, list) and len(outs) == 2
+  np.testing.assert_allclose(np.asarray(outs[1]), expected["affine"], atol=1e-4)
+  outs = inference.sliding_window_inference(
+      x, roi, sw, lambda v: {"identity": v, "affine": fn(v)}, **kwargs)
+  assert sorted(outs) == ["affine", "identity"]
+  for key, ref in expected.items():
+    np.testing.assert_allclose(np.asarray(outs[key]), ref, atol=1e-4, err_msg=key)
+
+
+def test_multiple_outputs_of_a_shrinking_predictor_and_position_dependent_blend():
+  # Both outputs cropped alike (valid-convolution margins 2 / 3 and 1 / 1) recover coordinates.
+  coords = _coords((9, 5, 8))
+  crop = lambda v: v[:, 2:-3, 1:-1, 2:-3]
+  outs = inference.sliding_window_inference(coords, (8, 4, 8), 1,
+                                            lambda v: (crop(v), 3 * crop(v)[..., :1]),
+                                            overlap=0.5, mode="gaussian")
+  np.testing.assert_allclose(np.asarray(outs[0]), coords, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(outs[1]), 3 * coords[..., :1], atol=1e-4)
+  # Each output blended with the same weights: the hand-computed ramp of the gaussian test.
+  ramp = lambda v: jnp.broadcast_to(jnp.arange(4.0)[None, :, None, None, None], v.shape)
+  outs = inference.sliding_window_inference(np.zeros((1, 6, 1, 1, 1), np.float32), (4, 1, 1), 1,
+                                            lambda v: {"a": ramp(v), "b": 1 - ramp(v)},
+                                            overlap=0.5, mode="constant")
+  np.testing.assert_allclose(np.asarray(outs["a"])[0, :, 0, 0, 0], [0, 1, 1, 2, 2, 3], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(outs["b"])[0, :, 0, 0, 0], [1, 0, 0, -1, -1, -2],
+                             rtol=1e-6)
+
+
+def test_outputs_of_different_spatial_size_raise():
+  x = np.zeros((1, 8, 8, 8, 1), np.float32)
+  with pytest.raises(ValueError, match="different spatial sizes"):
+    inference.sliding_window_inference(x, (4, 4, 4), 1, lambda v: (v, v[:, ::2, ::2, ::2]))
+  with pytest.raises(ValueError, match="expected"):
+    inference.sliding_window_inference(x, (4, 4, 4), 1, lambda v: (v, v[0]))
+
+
+def test_short_last_batch_and_multi_output_match_live_monai():
+  torch = pytest.importorskip("torch")
+  monai_inferers = pytest.importorskip("monai.inferers")
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(2, 11, 9, 7, 2)).astype(np.float32)
+  # Batch-mixing: each window shifted by a sum over its batch (a mean would not see repeats).
+  # 2 x 18 windows in batches of 5 and 2 x 48 in batches of 7: both leave a short last batch.
+  jfn = lambda v: (v + 0.01 * v.sum(), v[..., :1] ** 2)
+  tfn = lambda v: (v + 0.01 * v.sum(), v[:, :1] ** 2)
+  for overlap, mode, sw in ((0.25, "gaussian", 5), (0.5, "constant", 7)):
+    ours = inference.sliding_window_inference(x, (5, 4, 4), sw, jfn, overlap=overlap, mode=mode)
+    theirs = monai_inferers.sliding_window_inference(
+        torch.as_tensor(np.moveaxis(x, -1, 1)), (5, 4, 4), sw, tfn, overlap=overlap, mode=mode)
+    assert isinstance(ours, tuple) and len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs):
+      np.testing.assert_allclose(np.asarray(a), np.moveaxis(b.numpy(), 1, -1), atol=1e-5)

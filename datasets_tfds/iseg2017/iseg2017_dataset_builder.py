@@ -58,8 +58,12 @@ def subvolumes_config(name: str, crop_size: tuple[int, int, int], *,
 class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for iSeg-2017 (reads the download as distributed; manual download)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "t1_stats / t2_stats end with the voxel count (MedicalZoo's brats normalisation "
+               "uses the unbiased standard deviation).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   Register at {_HOMEPAGE} and download the iSeg-2017 training and testing data. Unpack both
   archives into one folder and pass it as `--manual_dir` (the default is

@@ -8,8 +8,16 @@ interpolation, over the whole volume including background), like MedicalZoo's
 - `max_min`: (x - min(x)) / (max(x) - min(x)), in [0, 1].
 - `mean`: (x - m) / s, with m, s the mean and std of the non-zero voxels, applied to all voxels.
 - `max`: x / max(|x|) (MedicalZoo crashes on this mode).
-- `brats`: on non-zero voxels z = (x - m) / s as in `mean`, then
-  100 (z - min z) / (max z - min z) + 10, in [10, 110]; zero voxels stay 0.
+- `brats` (MedicalZoo's exactly): voxels with x = 0 stay 0; every other voxel becomes
+
+      100 ((x - mean(x)) / std1(x) - min(x)) / (max(x) - min(x)) + 10,
+
+  with the mean, the *unbiased* standard deviation std1 (ddof=1, torch's `Tensor.std()`), the
+  min and the max all of the whole clipped channel, zeros included. The z-score is rescaled
+  with the raw clipped range, not its own, so the result is not confined to [10, 110] (for
+  x = [0, 0, 2, 4, 6]: 0, 0, 7.44, 20.23, 33.01). MedicalZoo: `normalize_intensity`,
+  lib/medloaders/medical_image_process.py:156-162, with MEAN, STD, MAX, MIN from
+  `load_medical_image` (lines 40-43) after `percentile_clip` (line 31).
 - `none`: x.
 
 One mode is fixed by dataset-wide statistics instead of the volume's own (nnU-Net's
@@ -19,8 +27,9 @@ One mode is fixed by dataset-wide statistics instead of the volume's own (nnU-Ne
   then (x - mean) / max(std, 1e-8) with that foreground's mean and std (`ct_stats`). No
   per-volume percentile clip.
 
-Standard deviations are population ones (ddof=0). A zero denominator (a constant channel) is
-replaced by 1, so such a channel maps to 0 instead of NaN.
+Standard deviations are population ones (ddof=0) except in `brats` (ddof=1, see above). A zero
+denominator (a constant channel) is replaced by 1, so such a channel stays finite instead of
+becoming NaN as in MedicalZoo.
 
 The normaliser of a channel is an affine map of the clipped values, fixed by a few volume
 statistics (`volume_stats`). Storing those statistics beside a crop lets
@@ -44,10 +53,12 @@ CT_STATS_FIELDS = ("mean", "std", "percentile_00_5", "percentile_99_5")
 CT_SAMPLES_PER_CASE = 10_000
 DEFAULT_CLIP_PERCENTILES = (0.1, 99.8)
 # The fields of `volume_stats`, in order. All but the clip bounds are of the clipped channel;
-# `nz_*` are over its non-zero voxels.
+# `nz_*` are over its non-zero voxels; `count` is the number of voxels (for `brats`' ddof=1 std).
 STATS_FIELDS = ("clip_low", "clip_high", "mean", "std", "min", "max",
-                "nz_mean", "nz_std", "nz_min", "nz_max")
+                "nz_mean", "nz_std", "nz_min", "nz_max", "count")
 NUM_STATS = len(STATS_FIELDS)
+# Statistics written before `count` was added (every mode but `brats` can still use them).
+_LEGACY_NUM_STATS = NUM_STATS - 1
 
 
 def _check_mode(mode: str) -> None:
@@ -75,7 +86,8 @@ def volume_stats(channel: np.ndarray,
 
   Returns:
     `[NUM_STATS]` float64, fields in STATS_FIELDS order. Without non-zero voxels the `nz_*`
-    fields are (0, 1, 0, 0); without clipping the bounds are (-inf, inf).
+    fields are (0, 1, 0, 0); without clipping the bounds are (-inf, inf). `std` is the
+    population one (ddof=0); `count` = n gives the unbiased one, std * sqrt(n / (n - 1)).
   """
   _check_percentiles(clip_percentiles)
   x = np.asarray(channel, dtype=np.float64).ravel()
@@ -91,7 +103,8 @@ def volume_stats(channel: np.ndarray,
     nz_stats = (nz.mean(), nz.std(), nz.min(), nz.max())
   else:
     nz_stats = (0.0, 1.0, 0.0, 0.0)
-  return np.array((lo, hi, x.mean(), x.std(), x.min(), x.max()) + nz_stats, dtype=np.float64)
+  return np.array((lo, hi, x.mean(), x.std(), x.min(), x.max()) + nz_stats + (x.size,),
+                  dtype=np.float64)
 
 
 def _nonzero(d: float) -> float:
@@ -103,7 +116,9 @@ def normalize_with_stats(channel: np.ndarray, stats: np.ndarray, mode: str) -> n
 
   Args:
     channel: `[...]` raw intensities of one modality.
-    stats: `[NUM_STATS]` from `volume_stats` of the whole volume.
+    stats: `[NUM_STATS]` from `volume_stats` of the whole volume. Statistics of an older
+      medjax without the final `count` field (`[NUM_STATS - 1]`) still work for every mode but
+      `brats`.
     mode: one of MODES.
 
   Returns:
@@ -111,9 +126,17 @@ def normalize_with_stats(channel: np.ndarray, stats: np.ndarray, mode: str) -> n
   """
   _check_mode(mode)
   stats = np.asarray(stats, dtype=np.float64)
+  if stats.shape == (_LEGACY_NUM_STATS,):
+    if mode == "brats":
+      raise ValueError(
+          f"stats of shape ({_LEGACY_NUM_STATS},) lack the voxel count that 'brats' needs for its "
+          f"unbiased std; expected shape ({NUM_STATS},) {STATS_FIELDS} -- rebuild the dataset's "
+          "stored statistics with this medjax.")
+    stats = np.append(stats, np.nan)
   if stats.shape != (NUM_STATS,):
-    raise ValueError(f"stats must have shape ({NUM_STATS},), got {stats.shape}.")
-  lo, hi, mean, std, vmin, vmax, nz_mean, nz_std, nz_min, nz_max = stats
+    raise ValueError(f"stats must have shape ({NUM_STATS},) with fields {STATS_FIELDS}, got "
+                     f"{stats.shape}.")
+  lo, hi, mean, std, vmin, vmax, nz_mean, nz_std, nz_min, nz_max, count = stats
   x = np.clip(np.asarray(channel, dtype=np.float64), lo, hi)
   if mode == "none":
     return x.astype(np.float32)
@@ -125,11 +148,11 @@ def normalize_with_stats(channel: np.ndarray, stats: np.ndarray, mode: str) -> n
     return ((x - nz_mean) / _nonzero(nz_std)).astype(np.float32)
   if mode == "max":
     return (x / _nonzero(max(abs(vmin), abs(vmax)))).astype(np.float32)
-  # brats: z-score of the non-zero voxels, rescaled to [10, 110]; zeros stay 0.
-  s = _nonzero(nz_std)
-  z = (x - nz_mean) / s
-  z_min, z_max = (nz_min - nz_mean) / s, (nz_max - nz_mean) / s
-  out = 100.0 * (z - z_min) / _nonzero(z_max - z_min) + 10.0
+  # brats (MedicalZoo): z-score with the whole channel's mean and unbiased std, rescaled with
+  # the clipped channel's own min and max; zeros stay 0.
+  std1 = std * np.sqrt(count / (count - 1)) if count > 1 else 0.0
+  z = (x - mean) / _nonzero(std1)
+  out = 100.0 * (z - vmin) / _nonzero(vmax - vmin) + 10.0
   return np.where(x != 0, out, 0.0).astype(np.float32)
 
 
