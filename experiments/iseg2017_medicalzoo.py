@@ -5,12 +5,12 @@ describe it; this file follows what MedicalZoo-pytorch's code does instead: the 
 `examples/train_iseg2017_new.py` and what they reach (lib/medzoo/__init__.py, lib/losses3D,
 lib/medloaders, lib/train/trainer.py), read at commit 8f40dab. docs/medicalzoo.md compares the
 three setting by setting, with file:line references, and lists what medjax cannot express yet:
-chiefly MedicalZoo's validation split (subjects 8 and 9, the last two of a lexicographically
-sorted file list) -- here validation stays on subject 1 -- and its per-epoch validation on 128
-random crops, where medjax validates on whole scans with a sliding window.
+chiefly its per-epoch validation on 128 random crops, where medjax validates on whole scans with
+a sliding window, and its crops drawn once for the whole run. Validation is MedicalZoo's:
+subjects 8 and 9 (`dataset.validation_cases`).
 
-Build the `subvolumes` (training crops) and `full` (whole scans for validation) configs of the
-TFDS dataset from your iSeg-2017 download (see README, "Real data"), then:
+Build the `full` config of the TFDS dataset from your iSeg-2017 download (see README, "Real
+data"), then:
 
   python -m medjax.train --config experiments/iseg2017_medicalzoo.py --workdir workdirs/iseg_mz
 """
@@ -29,13 +29,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.seed = 1777777  # train_iseg2017_new.py:13 (torch and numpy seeds there)
 
-  # Data. A fixed set of pre-sampled 64^3 crops, as MedicalZoo samples 1024 crops once and
-  # reuses them every epoch (`subvolumes`: 128 per training subject, fixed when the dataset is
-  # built; 'full' would draw fresh crops every epoch). Crops hold >= 10 % of their subject's
-  # foreground; each channel is clipped to its (0.1, 99.8) percentiles, then z-scored with the
-  # whole volume's mean and std.
+  # Data. MedicalZoo sorts the 10 labelled subjects as text (1, 10, 2, ..., 9) and validates
+  # on the last 20 %: subjects 8 and 9; the other eight train. 64^3 crops holding >= 10 % of
+  # their subject's foreground; each channel clipped to its (0.1, 99.8) percentiles, then
+  # z-scored with the whole volume's mean and std. MedicalZoo draws its 1024 crops once and
+  # reuses them every epoch; medjax's `full` config draws fresh crops every epoch (its
+  # `subvolumes` configs, drawn once, keep iSeg-2017's validation subject 1).
   config.dataset.name = "iseg2017"
-  config.dataset.builder_config = "subvolumes"
+  config.dataset.builder_config = "full"
   config.dataset.num_modalities = 2  # T1, T2 (inChannels = inModalities = 2)
   config.dataset.num_classes = 4  # background, CSF, GM, WM
   config.dataset.crop_size = (64, 64, 64)
@@ -43,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.threshold_rule = "subject_foreground"
   config.dataset.normalization = "full_volume_mean"
   config.dataset.clip_percentiles = (0.1, 99.8)
-  config.dataset.fold = None  # validation: the dataset's split (subject 1; MedicalZoo: 8 and 9)
+  config.dataset.validation_cases = ("subject-8", "subject-9")
 
   # Model: MedicalZoo's default `VNET` = VNet(elu=False): PReLU, 16 base channels, 4 stages,
   # channel dropout 0.5, its 5x5x5 + 1x1x1 output block.

@@ -34,8 +34,10 @@ Per sample, in this order (each step is drawn with its own probability):
 
 A step whose probability is 0 is not traced at all, so it costs nothing in the compiled step.
 
-Defaults (`default_augmentation_config()`) follow the ranges of MedicalZoo's augment3D
-(rotation +-10 degrees, zoom 0.9-1.1); augmentation is off unless `config.augmentation` is set.
+Defaults (`default_augmentation_config()`): rotation +-10 degrees as MedicalZoo's augment3D,
+zoom 0.9-1.1 (MedicalZoo's `RandomZoom` is 0.8-1.1; set `scale_range` for it). Augmentation is off
+unless `config.augmentation.enabled`; docs/medicalzoo.md says how MedicalZoo's own augmentation
+differs (one transform of three per sample).
 """
 
 import dataclasses

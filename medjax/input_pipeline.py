@@ -15,7 +15,9 @@ read with random access (`tfds.data_source`) through a grain `MapDataset`:
   of the normalised volume).
 
 The training cases are the `train` split, or with `config.dataset.fold = k` the cases of that
-split outside fold k (`medjax.data.datasets.kfold`); fold k is then the validation set.
+split outside fold k (`medjax.data.datasets.kfold`); fold k is then the validation set. With
+`config.dataset.validation_cases` the named cases validate and every other case of the `train`
+split and the labelled `config.eval.split` trains (a fixed split, such as MedicalZoo's).
 
 Global batch k holds global samples k*B .. k*B + B - 1 (B = config.batch_size); process p of P
 takes samples k*B + p*b .. k*B + (p+1)*b - 1 with b = B / P. A batch therefore depends only on
@@ -50,6 +52,9 @@ def _dataset_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   ds = config.dataset
   if ds.name not in build.DATASETS:
     raise ValueError(f"config.dataset.name must be one of {build.DATASETS}, got {ds.name!r}.")
+  if ds.fold is not None and ds.validation_cases is not None:
+    raise ValueError("config.dataset.fold and config.dataset.validation_cases both choose the "
+                     "validation cases; set one of them (the other None).")
   if ds.fold is not None and (ds.num_folds < 2 or not 0 <= ds.fold < ds.num_folds):
     raise ValueError(f"config.dataset.fold={ds.fold} with num_folds={ds.num_folds}: expected "
                      "num_folds >= 2 and a fold in 0..num_folds-1 (or fold=None for the "
@@ -130,6 +135,11 @@ def split_cases(config: ml_collections.ConfigDict, builder=None
   with `config.dataset.fold = k` fold k of the `train` split's cases and the other folds."""
   ds = _dataset_config(config)
   builder = builder or ensure_dataset(config)
+  if ds.validation_cases is not None:
+    # Named validation cases, drawn from the training split and the labelled eval split.
+    splits = ["train"] + [s for s in (config.eval.split,)
+                          if s not in ("train", "test") and s in builder.info.splits]
+    return datasets.choose_cases(builder, splits, ds.validation_cases)
   if ds.fold is None:
     split = config.eval.split
     val = datasets.Cases(builder, split) if split in builder.info.splits else None
@@ -248,9 +258,9 @@ def _crop_records(config: ml_collections.ConfigDict, builder, crop_size, thresho
     raise ValueError(f"{builder.name}/{bconf.name} holds crops of the volumes as stored; use "
                      "config.dataset.orientation=none, target_spacing=none and "
                      "crop_nonzero=False with it, or the 'full' config.")
-  if ds.fold is not None:
+  if ds.fold is not None or ds.validation_cases is not None:
     raise ValueError(f"{builder.name}/{bconf.name} holds crops with a fixed validation subject; "
-                     "config.dataset.fold needs the 'full' config.")
+                     "config.dataset.fold and validation_cases need the 'full' config.")
   modes = set(preprocessing.normalization)
   if len(modes) != 1 or not modes <= set(normalize.MODES):
     raise ValueError(f"{builder.name}/{bconf.name} normalises every crop with one per-volume "
@@ -364,7 +374,8 @@ def eval_cases(config: ml_collections.ConfigDict, split: str = "validation",
   """The whole cases of `split`; 'validation' with `config.dataset.fold` set is that fold."""
   whole = _whole_case_config(config)
   builder = builder or ensure_dataset(whole)
-  if split == "validation" and whole.dataset.fold is not None:
+  if split == "validation" and (whole.dataset.fold is not None or
+                                whole.dataset.validation_cases is not None):
     return split_cases(whole, builder)[1]
   if split not in builder.info.splits:
     raise ValueError(

@@ -274,8 +274,8 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
 
 def _check_eval_split(config: ml_collections.ConfigDict, builder: Any) -> None:
   """Validation needs labelled cases: refuse an unlabelled or missing split before training."""
-  if config.dataset.fold is not None:
-    return
+  if config.dataset.fold is not None or config.dataset.validation_cases is not None:
+    return  # validation cases chosen from the labelled training cases
   split = config.eval.split
   if split not in builder.info.splits:
     raise ValueError(f"config.eval.split={split!r} is not a split of {builder.name} at "

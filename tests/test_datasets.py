@@ -244,3 +244,21 @@ def test_iseg_cases_equal_the_analyze_files(iseg_builder, iseg_raw_dir, split, s
       assert set(np.unique(values).tolist()) <= set(ISEG_VALUE_TO_CLASS)
       assert case.label.dtype == np.uint8
       np.testing.assert_array_equal(case.label, expected)
+
+
+def test_validation_cases_pool_train_and_validation_splits(iseg_builder, iseg_config):
+  """MedicalZoo-style fixed split: named cases validate, the rest of both splits train."""
+  from medjax import input_pipeline  # pylint: disable=g-import-not-at-top
+  every = sorted(f"subject-{n}" for n in TINY_TRAIN_SUBJECTS + TINY_VALIDATION_SUBJECTS)
+  chosen = (every[-1],)
+  iseg_config.dataset.validation_cases = chosen
+  train, val = input_pipeline.split_cases(iseg_config, iseg_builder)
+  assert [c.case_id for c in val] == list(chosen)
+  assert sorted(c.case_id for c in train) == every[:-1]
+  assert [c.case_id for c in input_pipeline.eval_cases(iseg_config, "validation",
+                                                        iseg_builder)] == list(chosen)
+  with pytest.raises(ValueError, match=r"\['subject-99'\] are not cases of iseg2017"):
+    datasets.choose_cases(iseg_builder, ["train"], ["subject-99"])
+  iseg_config.dataset.fold = 0
+  with pytest.raises(ValueError, match="both choose the validation cases"):
+    input_pipeline.split_cases(iseg_config, iseg_builder)

@@ -53,6 +53,9 @@ def dataset_config() -> ml_collections.ConfigDict:
   # split of the training cases by case id (nnU-Net's).
   d.fold = _optional(int)
   d.num_folds = 5
+  # Or a fixed split: these case ids validate (e.g. "('subject-8','subject-9')"), drawn from the
+  # train split and a labelled `eval.split`; every other case of those splits trains.
+  d.validation_cases = _optional(tuple)
   # Geometry: voxel axes reordered to these codes ('none' = the file's order), voxel size
   # ('none' = each scan's own; 'median' = the training set's median, as nnU-Net; 'nnunet' = the
   # median with nnU-Net's anisotropy rule; or 'x,y,z' in mm), crop to the non-zero box.

@@ -127,6 +127,49 @@ class Cases(Sequence[layouts.Case]):
     return self.__dict__
 
 
+class JoinedCases(Sequence[layouts.Case]):
+  """Several `Cases` (of different splits) as one sequence, in the order given."""
+
+  def __init__(self, parts: Sequence[Cases]):
+    self.parts = [p for p in parts if len(p)]
+    self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, i: int) -> layouts.Case:  # type: ignore[override]
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    part = int(np.searchsorted(self._starts, i, side="right")) - 1
+    return self.parts[part][i - int(self._starts[part])]
+
+
+def choose_cases(builder: tfds.core.DatasetBuilder, splits: Sequence[str],
+                 validation_ids: Sequence[str]) -> tuple[JoinedCases, JoinedCases]:
+  """(training, validation) cases of `splits` pooled, with the named cases validating.
+
+  A fixed split given by case ids, like nnU-Net's `splits_final.json`: every case of the pooled
+  splits whose id is not in `validation_ids` trains.
+
+  Raises:
+    ValueError: an id that is in none of the splits, or a repeated id.
+  """
+  wanted = [str(c) for c in validation_ids]
+  if len(set(wanted)) != len(wanted):
+    raise ValueError(f"validation case ids {wanted} repeat a case.")
+  train, val, seen = [], [], []
+  for split in splits:
+    ids = case_ids(builder, split)
+    seen.extend(ids)
+    train.append(Cases(builder, split, [i for i, c in enumerate(ids) if c not in wanted]))
+    val.append(Cases(builder, split, [i for i, c in enumerate(ids) if c in wanted]))
+  missing = [c for c in wanted if c not in seen]
+  if missing:
+    raise ValueError(f"validation case(s) {missing} are not cases of {builder.name} splits "
+                     f"{list(splits)}; its cases are {sorted(seen)}.")
+  return JoinedCases(train), JoinedCases(val)
+
+
 def case_ids(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
   """The case id of each record of `split`, in record order, without decoding the volumes."""
   features = builder.info.features
