@@ -379,19 +379,34 @@ def sliding_window_inference(
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-@functools.lru_cache(maxsize=16)
-def make_softmax_predictor(model: Any) -> Callable[[Any, Array], Array]:
-  """Jitted `(variables, x [n, d, h, w, C]) -> softmax(model.apply(...)) [n, d', h', w', K]`.
+ACTIVATIONS = {"softmax": functools.partial(jax.nn.softmax, axis=-1),
+               "sigmoid": jax.nn.sigmoid}
 
-  Cached per (hashable) model so that repeated calls reuse one compilation.
+
+@functools.lru_cache(maxsize=16)
+def make_predictor(model: Any, activation: str = "softmax") -> Callable[[Any, Array], Array]:
+  """Jitted `(variables, x [n, d, h, w, C]) -> activation(model.apply(...)) [n, d', h', w', K]`.
+
+  `activation`: 'softmax' over the classes, or 'sigmoid' per channel (a model trained with a
+  sigmoid loss: multi-label outputs, or MedicalZoo's sigmoid Dice). The argmax over the classes
+  is the same for both; the blended probabilities are those the loss saw. Cached per
+  (hashable) model and activation, so that repeated calls reuse one compilation.
   """
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"activation={activation!r}: expected one of {tuple(ACTIVATIONS)}.")
+  fn = ACTIVATIONS[activation]
 
   @jax.jit
   def predict(variables: Any, x: Array) -> Array:
     logits = model.apply(variables, x, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return fn(logits.astype(jnp.float32))
 
   return predict
+
+
+def make_softmax_predictor(model: Any) -> Callable[[Any, Array], Array]:
+  """`make_predictor(model, 'softmax')`."""
+  return make_predictor(model, "softmax")
 
 
 def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,

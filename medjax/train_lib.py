@@ -186,7 +186,7 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     `val_dice_mean` over the foreground classes), and the predicted class ids `[D, H, W]` per
     case, on the file's grid.
   """
-  predictor = predictor or inference.make_softmax_predictor(model)
+  predictor = predictor or inference.make_predictor(model, loss_activation(config))
   loss_fn = loss_fn_from_config(config)
   num_classes = config.dataset.num_classes
   names = tuple(names) if names is not None else class_names(num_classes)
@@ -220,15 +220,21 @@ _MIN_PROBABILITY = 1e-12
 _MIN_PROBABILITY_SIGMOID = 1e-6
 
 
+def loss_activation(config: ml_collections.ConfigDict) -> str:
+  """'sigmoid' for a loss configured with per-channel sigmoids, else 'softmax'."""
+  return "sigmoid" if config.loss.sigmoid or config.loss.name == "binary_cross_entropy" else (
+      "softmax")
+
+
 def probabilities_as_logits(probs: np.ndarray, config: ml_collections.ConfigDict) -> jax.Array:
   """Scores whose softmax (or sigmoid, for a sigmoid loss) gives back `probs` `[..., K]`.
 
-  The sliding window blends probabilities, while the losses take logits: `log p` is such a
-  score for a softmax (`softmax(log p) = p` when the classes sum to 1), `log(p / (1 - p))` for
-  a sigmoid.
+  The sliding window blends probabilities (those of `loss_activation`), while the losses take
+  logits: `log p` is such a score for a softmax (`softmax(log p) = p` when the classes sum to
+  1), `log(p / (1 - p))` for a sigmoid.
   """
   p = jnp.asarray(probs, jnp.float32)
-  if config.loss.sigmoid:
+  if loss_activation(config) == "sigmoid":
     p = jnp.clip(p, _MIN_PROBABILITY_SIGMOID, 1.0 - _MIN_PROBABILITY_SIGMOID)
     return jnp.log(p) - jnp.log1p(-p)
   return jnp.log(jnp.maximum(p, _MIN_PROBABILITY))
@@ -431,7 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.add_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```", 0)
   names = dataset_names.class_names
   eval_subjects = None
-  predictor = inference.make_softmax_predictor(model)
+  predictor = inference.make_predictor(model, loss_activation(config))
   eval_metrics: dict[str, float] = {}
   skipped = 0
 

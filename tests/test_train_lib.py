@@ -165,3 +165,34 @@ def test_one_device_equals_four_devices():
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(result["losses1"], result["losses4"], rtol=1e-5)
   assert result["max_param_diff"] < 1e-5 * max(1.0, result["max_param"])
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "dice_ce", "dice_sigmoid"])
+def test_val_loss_is_the_configured_loss(loss):
+  """evaluate's val_loss is config.loss on the whole case, written out here in numpy."""
+  config = tiny.tiny_config(eval__roi_size=(4, 4, 4), eval__mode="constant",
+                            dataset__num_classes=3)
+  data = np.random.default_rng(3)
+  logits = data.normal(size=(4, 4, 4, 3)).astype(np.float32)
+  label = data.integers(0, 3, size=(4, 4, 4)).astype(np.int32)
+  onehot = np.eye(3)[label]
+  if loss == "dice_sigmoid":
+    config.loss.name, config.loss.sigmoid, config.loss.softmax = "dice", True, False
+    probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  else:
+    config.loss.name = loss
+    e = np.exp(logits.astype(np.float64))
+    probs = e / e.sum(-1, keepdims=True)
+  ce = float(np.mean(-np.log(np.sum(probs * onehot, -1))))
+  inter, total = np.sum(probs * onehot, (0, 1, 2)), np.sum(probs + onehot, (0, 1, 2))
+  dice = float(np.mean(1 - (2 * inter + 1e-5) / (total + 1e-5)))
+  expected = {"cross_entropy": ce, "dice_ce": dice + ce, "dice_sigmoid": dice}[loss]
+
+  def predictor(variables, x):  # the "model" outputs the image itself as logits
+    del variables
+    act = jax.nn.sigmoid if loss == "dice_sigmoid" else jax.nn.softmax
+    return act(x)
+
+  subject = {"image": logits, "label": label, "case_id": "c"}
+  metrics, _ = train_lib.evaluate(None, {}, [subject], config, predictor)
+  np.testing.assert_allclose(metrics["val_loss"], expected, rtol=1e-5)
