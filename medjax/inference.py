@@ -414,8 +414,9 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
                    mode: str = "gaussian", sw_batch_size: int = 1, sigma_scale: float = 0.125,
                    padding_mode: str = "constant",
                    flip_axes: Sequence[Sequence[int] | int] | None = None,
-                   pad_last_batch: bool = False, progress: bool = False) -> np.ndarray:
-  """Class probabilities of one scan: softmax of the model, blended over sliding windows.
+                   pad_last_batch: bool = False, progress: bool = False,
+                   activation: str = "softmax") -> np.ndarray:
+  """Class probabilities of one scan: softmax (or sigmoid) of the model, blended over windows.
 
   Args:
     model: a Flax module with `apply(variables, x [B, D, H, W, C], train=False) -> logits`.
@@ -424,14 +425,15 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
     roi_size, overlap, mode, sw_batch_size, sigma_scale, padding_mode, flip_axes,
       pad_last_batch, progress: as in `sliding_window_inference` (the model must treat windows
       independently, e.g. batch norm in inference mode, for `pad_last_batch=True`).
+    activation: 'softmax' or 'sigmoid' (`make_predictor`).
 
   Returns:
-    float32 probabilities `[D, H, W, K]` (summing to 1 over K).
+    float32 probabilities `[D, H, W, K]` (summing to 1 over K for the softmax).
   """
   image = jnp.asarray(image)
   if image.ndim != 4:
     raise ValueError(f"image has shape {image.shape}: expected one scan [D, H, W, C].")
-  predictor = functools.partial(make_softmax_predictor(model), variables)
+  predictor = functools.partial(make_predictor(model, activation), variables)
   probs = sliding_window_inference(
       image[None], roi_size, sw_batch_size, predictor, overlap=overlap, mode=mode,
       sigma_scale=sigma_scale, padding_mode=padding_mode, flip_axes=flip_axes,

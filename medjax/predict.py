@@ -50,6 +50,7 @@ from medjax import evaluate
 from medjax import inference
 from medjax import io
 from medjax import metrics
+from medjax import train_state
 from medjax import viz
 from medjax.data import datasets
 from medjax.data import iseg
@@ -256,6 +257,10 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
             progress: bool = False) -> np.ndarray:
   """One scan `image [D, H, W, C]` (raw, the file's voxel order) -> probabilities `[D, H, W, K]`.
 
+  The probabilities are the softmax over the classes, or a sigmoid per output for models trained
+  with a sigmoid loss or on regions (`train_state.output_activation`; `output_classes` turns
+  either into class ids).
+
   The scan is prepared with `preprocessing` (default: the normalisation `config` names; pass
   `preprocessing_of(workdir, config)` for models trained with resampling or reorientation, and
   the scan's `affine`), segmented, and its probabilities taken back to the scan's grid.
@@ -274,21 +279,27 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
       overlap=config.eval.overlap if overlap is None else overlap,
       mode=(mode or config.eval.mode),
       sw_batch_size=sw_batch_size or config.eval.sw_batch_size,
-      flip_axes=((0,), (1,), (2,)) if tta else None, progress=progress)
-  return preprocessing.restore(probs, prepared.record)
+      flip_axes=((0,), (1,), (2,)) if tta else None, progress=progress,
+      activation=train_state.output_activation(config))
+  return preprocessing.restore(probs, prepared.record,
+                               class0_is_background=config.dataset.regions is None)
 
 
 def write_outputs(case: Case, probs: np.ndarray, output_dir: str, *, fmt: str = "nii.gz",
                   values: str = "class_ids", save_probabilities: bool = False,
-                  png: bool = True, label_values: tuple[int, ...] = iseg.LABEL_VALUES
-                  ) -> dict[str, str]:
+                  png: bool = True, label_values: tuple[int, ...] = iseg.LABEL_VALUES,
+                  classes: np.ndarray | None = None) -> dict[str, str]:
   """Writes the label map (and probabilities, PNG) of one case; returns their paths.
 
-  `values='dataset'` (or 'iseg') writes `label_values[k]` for class k instead of k.
+  `classes`: the class ids `[D, H, W]` (default: the argmax of `probs`; region models pass
+  `train_state.output_classes`). `values='dataset'` (or 'iseg') writes `label_values[k]` for
+  class k instead of k.
   """
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
-  classes = probs.argmax(-1).astype(np.uint8)
+  if classes is None:
+    classes = probs.argmax(-1)
+  classes = np.asarray(classes).astype(np.uint8)
   label_map = classes
   if values in ("dataset", "iseg"):
     label_map = layouts.classes_to_values(classes, label_values)
@@ -365,12 +376,13 @@ def run(workdir: str, *, output_dir: str, t1: str | None = None, t2: str | None 
     probs = segment(model, variables, config, image, affine=case.affine,
                     preprocessing=preprocessing, overlap=overlap, mode=mode,
                     sw_batch_size=sw_batch_size, tta=tta, progress=len(loaders) < 2)
+    classes = train_state.output_classes(probs, config)
     files = write_outputs(case, probs, output_dir, fmt=fmt, values=values,
                           save_probabilities=save_probabilities, png=png,
-                          label_values=names.label_values)
+                          label_values=names.label_values, classes=classes)
     result = {"name": case.name, "files": files}
     if case.label is not None:
-      dice = metrics.dice_per_class(probs.argmax(-1), case.label, num_classes=num_classes)
+      dice = metrics.dice_per_class(classes, case.label, num_classes=num_classes)
       result["dice"] = dice.tolist()
     results.append(result)
     bar.write(_summary_line(result, names.class_names))

@@ -63,8 +63,11 @@ def main(argv: list[str]) -> None:
   if metrics:
     names = [k[len("val_dice_"):] for k in metrics
              if k.startswith("val_dice_") and k != "val_dice_mean"]
-    print("\nValidation Dice per tissue:")
-    for name in names[1:]:
+    if config.dataset.regions is None:
+      names = names[1:]  # the foreground classes; regions have no background
+    print("\nValidation Dice per tissue:" if config.dataset.regions is None else
+          "\nValidation Dice per region:")
+    for name in names:
       print(f"  {name:<10} {metrics[f'val_dice_{name}']:.4f}")
     print(f"  {'mean':<10} {metrics['val_dice_mean']:.4f}")
 

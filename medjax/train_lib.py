@@ -29,6 +29,7 @@ from medjax import input_pipeline
 from medjax import losses
 from medjax import metrics as metrics_lib
 from medjax import optim
+from medjax import regions as regions_lib
 from medjax import train_state as train_state_lib
 from medjax.data import datasets
 from medjax.data import preprocessing as preprocessing_lib
@@ -81,6 +82,7 @@ def _augment_fn(config: ml_collections.ConfigDict) -> Callable[..., Any] | None:
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                loss_fn: Callable[..., jax.Array], num_classes: int,
                augment_fn: Callable[..., Any] | None = None,
+               regions: regions_lib.Regions | None = None,
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on a global batch. Pure: same inputs, same outputs.
 
@@ -89,10 +91,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     batch: `{'image': float32 [B, D, H, W, C], 'label': int32 [B, D, H, W]}` (NDHWC).
     rng: the run's base key; the step's key is `fold_in(rng, state.step)`.
 
+    regions: with region-based training, the class-id groups of the outputs: the loss and
+      the Dice compare sigmoid outputs with `losses.region_targets(label, regions)`.
+
   Returns:
-    The new state and metrics: `loss`, `dice` (soft, per class `[K]`), `grad_norm`, `finite`
-    (1.0 when loss and gradients were finite). A non-finite step leaves the state unchanged
-    apart from its step counter.
+    The new state and metrics: `loss`, `dice` (soft, per class `[K]` or per region `[R]`),
+    `grad_norm`, `finite` (1.0 when loss and gradients were finite). A non-finite step leaves
+    the state unchanged apart from its step counter.
   """
   step_rng = jax.random.fold_in(rng, state.step)
   image, label = batch["image"], batch["label"]
@@ -104,6 +109,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         {"params": params, "batch_stats": state.batch_stats}, image, train=True,
         mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(step_rng, 1)})
     target = center_crop(label, logits.shape[1:4])
+    if regions is not None:
+      target = losses.region_targets(target, regions)
     return loss_fn(logits, target), (logits, target, updates)
 
   (loss, (logits, target, updates)), grads = jax.value_and_grad(
@@ -120,7 +127,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       opt_state=optim.with_schedule_count(new_state.opt_state, updated.opt_state))
   metrics = {
       "loss": loss,
-      "dice": losses.per_class_dice(logits, target, num_classes=num_classes),
+      "dice": (losses.per_class_dice(logits, target, num_classes=num_classes)
+               if regions is None else
+               losses.per_class_dice(jax.nn.sigmoid(logits.astype(jnp.float32)), target,
+                                     num_classes=len(regions), softmax=False)),
       "grad_norm": grad_norm,
       "finite": finite.astype(jnp.float32),
   }
@@ -139,7 +149,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
   data = NamedSharding(mesh, P("data"))
   step = functools.partial(train_step, loss_fn=loss_fn_from_config(config),
                            num_classes=config.dataset.num_classes,
-                           augment_fn=_augment_fn(config))
+                           augment_fn=_augment_fn(config), regions=config.dataset.regions)
   return jax.jit(step, in_shardings=(replicated, data, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0,
                  compiler_options=compile_options.for_backend())
@@ -181,15 +191,23 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
   `val_loss` is `config.loss` (the loss training minimises, with its options) of the blended
   probabilities against the label, so train and validation losses are the same quantity.
 
+  With `config.dataset.regions` the outputs are region probabilities: each region is its
+  probability > 0.5, scored with its own Dice (`val_dice_<region>`, `names` naming the
+  regions), and the predicted class ids are painted from the regions (`regions.masks_to_classes`).
+
   Returns:
     `(metrics, predictions)`: metrics averaged over cases (`val_loss`, `val_dice_<class>`,
-    `val_dice_mean` over the foreground classes), and the predicted class ids `[D, H, W]` per
-    case, on the file's grid.
+    `val_dice_mean` over the foreground classes or the regions), and the predicted class ids
+    `[D, H, W]` per case, on the file's grid.
   """
-  predictor = predictor or inference.make_predictor(model, loss_activation(config))
+  predictor = predictor or inference.make_predictor(model, train_state_lib.output_activation(config))
   loss_fn = loss_fn_from_config(config)
   num_classes = config.dataset.num_classes
-  names = tuple(names) if names is not None else class_names(num_classes)
+  regions = config.dataset.regions
+  if names is None:
+    names = (class_names(num_classes) if regions is None else
+             regions_lib.region_names(regions, {}))
+  names = tuple(names)
   per_subject, predictions = [], []
   for subject in subjects:
     probs = inference.sliding_window_inference(
@@ -199,14 +217,24 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
         mode=config.eval.mode)
     probs = np.asarray(probs[0])
     if preprocessing is not None and "record" in subject:
-      probs = preprocessing.restore(probs, subject["record"])
-    pred = probs.argmax(-1).astype(np.int32)
+      probs = preprocessing.restore(probs, subject["record"],
+                                    class0_is_background=regions is None)
     label = np.asarray(subject["label"])
-    dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
+    if regions is None:
+      pred = probs.argmax(-1).astype(np.int32)
+      dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
+      foreground = dice[1:]
+      target = jnp.asarray(label)[None]
+    else:
+      masks, truth = probs > 0.5, regions_lib.region_masks(label, regions)
+      pred = train_state_lib.output_classes(probs, config).astype(np.int32)
+      dice = np.array([metrics_lib.dice(masks[..., r], truth[..., r])
+                       for r in range(len(regions))])
+      foreground = dice
+      target = jnp.asarray(truth, jnp.float32)[None]
     row = {f"val_dice_{n}": float(d) for n, d in zip(names, dice)}
-    row["val_dice_mean"] = float(np.nanmean(dice[1:]))
-    row["val_loss"] = float(loss_fn(probabilities_as_logits(probs, config)[None],
-                                    jnp.asarray(label)[None]))
+    row["val_dice_mean"] = float(np.nanmean(foreground))
+    row["val_loss"] = float(loss_fn(probabilities_as_logits(probs, config)[None], target))
     per_subject.append(row)
     predictions.append(pred)
   metrics = {k: float(np.nanmean([r[k] for r in per_subject])) for k in per_subject[0]}
@@ -220,21 +248,15 @@ _MIN_PROBABILITY = 1e-12
 _MIN_PROBABILITY_SIGMOID = 1e-6
 
 
-def loss_activation(config: ml_collections.ConfigDict) -> str:
-  """'sigmoid' for a loss configured with per-channel sigmoids, else 'softmax'."""
-  return "sigmoid" if config.loss.sigmoid or config.loss.name == "binary_cross_entropy" else (
-      "softmax")
-
-
 def probabilities_as_logits(probs: np.ndarray, config: ml_collections.ConfigDict) -> jax.Array:
   """Scores whose softmax (or sigmoid, for a sigmoid loss) gives back `probs` `[..., K]`.
 
-  The sliding window blends probabilities (those of `loss_activation`), while the losses take
+  The sliding window blends probabilities (those of `train_state.output_activation`), while the losses take
   logits: `log p` is such a score for a softmax (`softmax(log p) = p` when the classes sum to
   1), `log(p / (1 - p))` for a sigmoid.
   """
   p = jnp.asarray(probs, jnp.float32)
-  if loss_activation(config) == "sigmoid":
+  if train_state_lib.output_activation(config) == "sigmoid":
     p = jnp.clip(p, _MIN_PROBABILITY_SIGMOID, 1.0 - _MIN_PROBABILITY_SIGMOID)
     return jnp.log(p) - jnp.log1p(-p)
   return jnp.log(jnp.maximum(p, _MIN_PROBABILITY))
@@ -272,7 +294,14 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
-  """The model's fields, and the crop and ROI sizes it can take (shapes only)."""
+  """The model's fields, the regions, and the crop and ROI sizes it can take (shapes only)."""
+  if config.dataset.regions is not None:
+    regions_lib.check_regions(config.dataset.regions, config.dataset.num_classes)
+    if train_state_lib.output_activation(config) != "sigmoid":
+      raise ValueError(
+          "config.dataset.regions trains one sigmoid output per region, but config.loss "
+          f"{config.loss.name!r} uses a softmax: set --config.loss.sigmoid=True "
+          "--config.loss.softmax=False (or --config.loss.name=binary_cross_entropy).")
   model = train_state_lib.create_model(config)
   _check_input_shape(config, model, "dataset.crop_size", config.dataset.crop_size)
   _check_input_shape(config, model, "eval.roi_size", config.eval.roi_size)
@@ -435,9 +464,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       purge_step=start_step + 1 if start_step else None) if is_chief else None
   if writer is not None and start_step == 0:
     writer.add_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```", 0)
-  names = dataset_names.class_names
+  regions = config.dataset.regions
+  names = (dataset_names.class_names if regions is None else
+           regions_lib.region_names(regions, dataset_names.regions))
+  # The classes the mean Dice averages: the foreground classes, or every region.
+  scored = slice(1, None) if regions is None else slice(None)
   eval_subjects = None
-  predictor = inference.make_predictor(model, loss_activation(config))
+  predictor = inference.make_predictor(model, train_state_lib.output_activation(config))
   eval_metrics: dict[str, float] = {}
   skipped = 0
 
@@ -484,10 +517,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       elapsed = time.perf_counter() - window_start
       loss = float(np.mean([m["loss"] for m in window]))
       dice = np.mean([m["dice"] for m in window], axis=0)
-      progress.set_postfix(loss=f"{loss:.4f}", dice=f"{np.mean(dice[1:]):.3f}")
+      progress.set_postfix(loss=f"{loss:.4f}", dice=f"{np.mean(dice[scored]):.3f}")
       if writer is not None:
         writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/dice_mean", float(np.mean(dice[1:])), step)
+        writer.add_scalar("train/dice_mean", float(np.mean(dice[scored])), step)
         for n, d in zip(names, dice):
           writer.add_scalar(f"train/dice_{n}", float(d), step)
         writer.add_scalar("train/grad_norm", float(np.mean([m["grad_norm"] for m in window])),

@@ -8,10 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax.training import train_state
 
 from medjax import models
 from medjax import optim
+from medjax import regions as regions_lib
 
 
 class TrainState(train_state.TrainState):
@@ -45,7 +47,14 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     for key in sorted(set(kwargs) - fields):
       logging.warning("config.model.%s=%s is ignored: model %s has no such field.", key,
                       kwargs.pop(key), name)
-  return models.create_model(name, num_classes=config.dataset.num_classes, **kwargs)
+  return models.create_model(name, num_classes=num_outputs(config), **kwargs)
+
+
+def num_outputs(config: ml_collections.ConfigDict) -> int | None:
+  """The network's output channels: one per region with `dataset.regions`, else per class."""
+  if config.dataset.regions is not None:
+    return len(config.dataset.regions)
+  return config.dataset.num_classes
 
 
 def input_shape(config: ml_collections.ConfigDict, batch_size: int = 1) -> tuple[int, ...]:
@@ -68,3 +77,18 @@ def model_variables(state: TrainState) -> dict[str, Any]:
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
   return variables
+
+
+def output_activation(config: ml_collections.ConfigDict) -> str:
+  """'sigmoid' when the outputs are trained with per-channel sigmoids (a sigmoid loss, as
+  region-based training needs), else 'softmax': the probabilities inference blends."""
+  sigmoid = config.loss.sigmoid or config.loss.name == "binary_cross_entropy"
+  return "sigmoid" if sigmoid else "softmax"
+
+
+def output_classes(probs: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+  """Class ids `[...]` (uint8) from output probabilities `[..., K]`: the argmax, or with
+  `dataset.regions` the regions above 0.5 painted into classes."""
+  if config.dataset.regions is None:
+    return np.asarray(probs).argmax(-1).astype(np.uint8)
+  return regions_lib.masks_to_classes(np.asarray(probs) > 0.5, config.dataset.regions)

@@ -49,6 +49,11 @@ def dataset_config() -> ml_collections.ConfigDict:
   # with the dataset is an error).
   d.num_modalities = _optional(int)
   d.num_classes = _optional(int)
+  # Region-based training (nnU-Net's, for BraTS): one sigmoid output per region of class ids,
+  # nested from the largest to the smallest, e.g. "((1,2,3),(1,3),(3,))" for the whole tumour,
+  # tumour core and enhancing tumour; needs a sigmoid loss (loss.sigmoid=True with
+  # loss.softmax=False, or binary_cross_entropy). None = one softmax output per class.
+  d.regions = _optional(tuple)
   # Validation: None = the dataset's own `eval.split`; k = fold k of a seeded `num_folds`-fold
   # split of the training cases by case id (nnU-Net's).
   d.fold = _optional(int)

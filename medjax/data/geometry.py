@@ -530,13 +530,14 @@ def _inverse_separate_axis(record: GeometryRecord) -> int | None:
 
 
 def inverse_probabilities(probs: np.ndarray, record: GeometryRecord, *,
-                          order: int = 1) -> np.ndarray:
+                          order: int = 1, class0_is_background: bool = True) -> np.ndarray:
   """Class probabilities on the preprocessed grid -> on the original file's voxel grid.
 
   Resamples each class map back to the cropped shape (spline `order`, linear by default; order 0
   along the low-resolution axis of anisotropic data, like nnU-Net's export), pads outside the
-  crop box with background (probability 1 for class 0, 0 for the others) and undoes the
-  orientation. Probabilities are not renormalised (linear interpolation keeps their sum).
+  crop box with background (probability 1 for class 0, 0 for the others; 0 everywhere with
+  `class0_is_background=False`, for region outputs) and undoes the orientation. Probabilities
+  are not renormalised (linear interpolation keeps their sum).
 
   Args:
     probs: `[d, h, w, K]` on `record.shape_after_resampling`, class 0 = background.
@@ -556,7 +557,8 @@ def inverse_probabilities(probs: np.ndarray, record: GeometryRecord, *,
   cropped = resample(probs, record.shape_before_resampling, order=order,
                      separate_axis=_inverse_separate_axis(record))
   fill = np.zeros(probs.shape[3], np.float32)
-  fill[0] = 1.0
+  if class0_is_background:
+    fill[0] = 1.0
   return _uncrop_and_unorient(cropped, record, fill)
 
 

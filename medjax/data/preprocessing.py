@@ -129,9 +129,15 @@ class Preprocessing:
         label_method=self.label_method, before_resampling=normalize_fn)
     return Prepared(image=normalized, label=moved_label, record=record)
 
-  def restore(self, probabilities: np.ndarray, record: geometry.GeometryRecord) -> np.ndarray:
-    """Class probabilities `[d, h, w, K]` on the prepared grid -> the file's grid `[D, H, W, K]`."""
-    return geometry.inverse_probabilities(probabilities, record)
+  def restore(self, probabilities: np.ndarray, record: geometry.GeometryRecord, *,
+              class0_is_background: bool = True) -> np.ndarray:
+    """Class probabilities `[d, h, w, K]` on the prepared grid -> the file's grid `[D, H, W, K]`.
+
+    Outside a non-zero crop the probabilities are background's (class 0); with
+    `class0_is_background=False` (region outputs) they are 0 for every channel.
+    """
+    return geometry.inverse_probabilities(probabilities, record,
+                                          class0_is_background=class0_is_background)
 
   def to_dict(self) -> dict[str, Any]:
     return {
