@@ -83,6 +83,9 @@ _ISEG_IMAGE_RE = re.compile(r"^subject-\d+-(T1|T2)$", re.IGNORECASE)
 # Folders whose every image file is a label map (nnU-Net v2 and the Decathlon).
 _LABEL_FOLDERS = ("labelsTr", "labelsTs")
 METRIC_NAMES = ("dice", "hd95", "assd")
+# With a surface tolerance (`--nsd_tolerance`, mm) also the normalised surface Dice.
+NSD = "nsd"
+UNITS = {"dice": "fraction", "hd95": "mm", "assd": "mm", NSD: "fraction"}
 VALUES = ("auto", "class_ids", "dataset")
 PREPROCESSING_FILENAME = "preprocessing.json"  # medjax.data.preprocessing.FILENAME
 CONFIG_FILENAME = "config.json"  # medjax.checkpoint.CONFIG_FILENAME
@@ -429,13 +432,14 @@ def _natural_key(key: str) -> tuple[Any, ...]:
 
 
 def region_metrics(pred: np.ndarray, label: np.ndarray, regions: dict[str, tuple[int, ...]], *,
-                   spacing: Sequence[float] | None = None, percentile: float = 95.0
-                   ) -> dict[str, dict[str, float]]:
+                   spacing: Sequence[float] | None = None, percentile: float = 95.0,
+                   nsd_tolerance: float | None = None) -> dict[str, dict[str, float]]:
   """Dice, HD95 (mm) and ASSD (mm) of each region: the binary masks `isin(map, class ids)`.
 
   Args:
     pred, label: class-id label maps `[D, H, W]`.
     regions: region name -> class ids.
+    nsd_tolerance: also the normalised surface Dice at this tolerance (mm), as 'nsd'.
   """
   results = {}
   for name, ids in regions.items():
@@ -445,19 +449,23 @@ def region_metrics(pred: np.ndarray, label: np.ndarray, regions: dict[str, tuple
         "hd95": metrics.hausdorff_distance(p, g, spacing=spacing, percentile=percentile),
         "assd": metrics.average_surface_distance(p, g, spacing=spacing),
     }
+    if nsd_tolerance is not None:
+      results[name][NSD] = metrics.normalized_surface_dice(p, g, tolerance=nsd_tolerance,
+                                                           spacing=spacing)
   return results
 
 
 def evaluate_pair(pred_path: pathlib.Path, label_path: pathlib.Path, *, num_classes: int = 4,
                   include_background: bool = False, percentile: float = 95.0,
-                  labels: LabelSpec | None = None, values: str = "auto"
-                  ) -> dict[int | str, dict[str, float]]:
+                  labels: LabelSpec | None = None, values: str = "auto",
+                  nsd_tolerance: float | None = None) -> dict[int | str, dict[str, float]]:
   """Metrics of one prediction file against its ground truth (spacing from the ground truth).
 
   Returns:
     `{class id: metrics}` (classes 1..K-1, or 0..K-1 with `include_background`), then
     `{region name: metrics}` for the regions of `labels`. `labels` (default:
-    `default_labels(num_classes)`) replaces `num_classes`.
+    `default_labels(num_classes)`) replaces `num_classes`. With `nsd_tolerance` (mm) each
+    also has the normalised surface Dice 'nsd' (`metrics.normalized_surface_dice`).
   """
   labels = default_labels(num_classes) if labels is None else labels
   k = labels.num_classes
@@ -474,9 +482,19 @@ def evaluate_pair(pred_path: pathlib.Path, label_path: pathlib.Path, *, num_clas
   results: dict[int | str, dict[str, float]] = dict(metrics.segmentation_metrics(
       pred, label, num_classes=k, spacing=label_image.spacing,
       include_background=include_background, percentile=percentile))
+  if nsd_tolerance is not None:
+    for k, row in results.items():
+      row[NSD] = metrics.normalized_surface_dice(pred == k, label == k, tolerance=nsd_tolerance,
+                                                 spacing=label_image.spacing)
   results.update(region_metrics(pred, label, labels.regions, spacing=label_image.spacing,
-                                percentile=percentile))
+                                percentile=percentile, nsd_tolerance=nsd_tolerance))
   return results
+
+
+def metric_names(results: dict[str, dict[int | str, dict[str, float]]]) -> tuple[str, ...]:
+  """The metrics the results hold: dice, hd95, assd, and nsd when it was computed."""
+  rows = [row for per_key in results.values() for row in per_key.values()]
+  return METRIC_NAMES + ((NSD,) if rows and NSD in rows[0] else ())
 
 
 def _as_labels(labels: LabelSpec | int) -> LabelSpec:
@@ -509,7 +527,7 @@ def summarize(results: dict[str, dict[int | str, dict[str, float]]], labels: Lab
   summary = {}
   for k in _keys(results):
     summary[names[k]] = {}
-    for m in METRIC_NAMES:
+    for m in metric_names(results):
       values = np.array([r[k][m] for r in results.values() if k in r], np.float64)
       finite = values[~np.isnan(values)]
       summary[names[k]][m] = float(finite.mean()) if finite.size else float("nan")
@@ -523,14 +541,20 @@ def format_table(results: dict[str, dict[int | str, dict[str, float]]],
   summary = summarize(results, labels)
   sw = max([14] + [len(k) + 2 for k in results])
   cw = max([12] + [len(n) + 2 for n in summary])
-  lines = [f"{'subject':<{sw}}{'class':<{cw}}{'Dice':>8}{'HD95 (mm)':>12}{'ASSD (mm)':>12}"]
+  nsd = NSD in metric_names(results)
+
+  def line(key: str, name: str, row: dict[str, float]) -> str:
+    text = (f"{key:<{sw}}{name:<{cw}}{row['dice']:>8.4f}{row['hd95']:>12.3f}"
+            f"{row['assd']:>12.3f}")
+    return text + (f"{row[NSD]:>8.4f}" if nsd else "")
+
+  lines = [f"{'subject':<{sw}}{'class':<{cw}}{'Dice':>8}{'HD95 (mm)':>12}{'ASSD (mm)':>12}"
+           + (f"{'NSD':>8}" if nsd else "")]
   for key, per_key in results.items():
     for k, row in per_key.items():
-      lines.append(f"{key:<{sw}}{names[k]:<{cw}}{row['dice']:>8.4f}{row['hd95']:>12.3f}"
-                   f"{row['assd']:>12.3f}")
+      lines.append(line(key, names[k], row))
   for name, row in summary.items():
-    lines.append(f"{'mean':<{sw}}{name:<{cw}}{row['dice']:>8.4f}{row['hd95']:>12.3f}"
-                 f"{row['assd']:>12.3f}")
+    lines.append(line("mean", name, row))
   return "\n".join(lines)
 
 
@@ -561,7 +585,7 @@ def save_results(output_dir: str | os.PathLike,
                  results: dict[str, dict[int | str, dict[str, float]]], labels: LabelSpec | int,
                  *, pairs: list[tuple[str, pathlib.Path, pathlib.Path]]
                  ) -> tuple[pathlib.Path, pathlib.Path]:
-  """Writes `metrics.csv` (subject, class, dice, hd95_mm, assd_mm) and `metrics.json`.
+  """Writes `metrics.csv` (subject, class, dice, hd95_mm, assd_mm[, nsd]) and `metrics.json`.
 
   Region rows follow the class rows of each subject under the region's name; `metrics.json`
   also lists each region's classes under "regions" when there are regions.
@@ -571,11 +595,12 @@ def save_results(output_dir: str | os.PathLike,
   output_dir.mkdir(parents=True, exist_ok=True)
   names = row_names(labels)
   summary = summarize(results, labels)
-  rows = [["subject", "class", "dice", "hd95_mm", "assd_mm"]]
+  measured = metric_names(results)
+  rows = [["subject", "class", "dice", "hd95_mm", "assd_mm"] + ([NSD] if NSD in measured else [])]
   for key, per_key in results.items():
-    rows += [[key, names[k], *(repr(float(r[m])) for m in METRIC_NAMES)]
+    rows += [[key, names[k], *(repr(float(r[m])) for m in measured)]
              for k, r in per_key.items()]
-  rows += [["mean", name, *(repr(float(r[m])) for m in METRIC_NAMES)]
+  rows += [["mean", name, *(repr(float(r[m])) for m in measured)]
            for name, r in summary.items()]
   csv_path, json_path = output_dir / "metrics.csv", output_dir / "metrics.json"
   buf = StringIO()
@@ -583,9 +608,9 @@ def save_results(output_dir: str | os.PathLike,
   _atomic_write(csv_path, buf.getvalue())
   files = {key: {"prediction": str(p), "label": str(l)} for key, p, l in pairs}
   document: dict[str, Any] = {
-      "units": {"dice": "fraction", "hd95": "mm", "assd": "mm"},
+      "units": {m: UNITS[m] for m in measured},
       "subjects": {key: {"files": files.get(key, {}),
-                         **{names[k]: {m: _json_value(r[m]) for m in METRIC_NAMES}
+                         **{names[k]: {m: _json_value(r[m]) for m in measured}
                             for k, r in per_key.items()}}
                    for key, per_key in results.items()},
       "mean": {name: {m: _json_value(v) for m, v in row.items()} for name, row in summary.items()},
@@ -599,8 +624,8 @@ def save_results(output_dir: str | os.PathLike,
 
 def run(pred: str, label: str, *, output_dir: str | None = None, num_classes: int | None = None,
         include_background: bool = False, percentile: float = 95.0,
-        workdir: str | None = None, dataset_json: str | None = None, values: str = "auto"
-        ) -> dict[str, dict[int | str, dict[str, float]]]:
+        workdir: str | None = None, dataset_json: str | None = None, values: str = "auto",
+        nsd_tolerance: float | None = None) -> dict[str, dict[int | str, dict[str, float]]]:
   """Matches, scores, prints and saves.
 
   Args:
@@ -612,16 +637,20 @@ def run(pred: str, label: str, *, output_dir: str | None = None, num_classes: in
     workdir: a training workdir to take class names, label values and regions from.
     dataset_json: an nnU-Net v2 or Decathlon dataset.json (or its folder), the same.
     values: how the predictions hold their classes: 'auto', 'class_ids' or 'dataset'.
+    nsd_tolerance: also the normalised surface Dice at this tolerance (mm).
 
   Returns:
     `{subject key: {class id: metrics, ..., region name: metrics, ...}}`.
   """
   if values not in VALUES:
     raise ValueError(f"--values {values!r}: expected one of {VALUES}.")
+  if nsd_tolerance is not None and not (np.isfinite(nsd_tolerance) and nsd_tolerance >= 0):
+    raise ValueError(f"--nsd_tolerance {nsd_tolerance}: expected a distance >= 0 in mm.")
   labels = resolve_labels(num_classes=num_classes, workdir=workdir, dataset_json=dataset_json)
   pairs = match_files(pred, label)
   results = {key: evaluate_pair(p, l, include_background=include_background,
-                                percentile=percentile, labels=labels, values=values)
+                                percentile=percentile, labels=labels, values=values,
+                                nsd_tolerance=nsd_tolerance)
              for key, p, l in pairs}
   if output_dir is None:
     pred_path = pathlib.Path(pred).expanduser()
@@ -643,6 +672,8 @@ def define_flags() -> None:
                        "--workdir or --dataset_json).")
   flags.DEFINE_bool("include_background", False, "Also score class 0 (background).")
   flags.DEFINE_float("percentile", 95.0, "Hausdorff distance percentile.")
+  flags.DEFINE_float("nsd_tolerance", None, "Also the normalised surface Dice (Nikolov et al.): "
+                     "the fraction of both surfaces within this distance (mm) of the other.")
   flags.DEFINE_string("workdir", None, "Training workdir: class names, label values and regions "
                       "from its preprocessing.json (or config.json's dataset.num_classes).")
   flags.DEFINE_string("dataset_json", None, "An nnU-Net v2 or Decathlon dataset.json (or its "
@@ -660,7 +691,8 @@ def main(argv: list[str]) -> None:
   try:
     run(FLAGS.pred, FLAGS.label, output_dir=FLAGS.output_dir, num_classes=num_classes,
         include_background=FLAGS.include_background, percentile=FLAGS.percentile,
-        workdir=FLAGS.workdir, dataset_json=FLAGS.dataset_json, values=FLAGS.values)
+        workdir=FLAGS.workdir, dataset_json=FLAGS.dataset_json, values=FLAGS.values,
+        nsd_tolerance=FLAGS.nsd_tolerance)
   except (ValueError, FileNotFoundError) as e:
     print(f"medjax.evaluate: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -80,6 +80,27 @@ def test_evaluate_folders_by_hand(tmp_path, capsys):
   assert doc["units"]["hd95"] == "mm"
 
 
+def test_evaluate_normalized_surface_dice_by_hand(tmp_path, capsys):
+  """CSF of `_write_pair`: 4^3 cubes shifted by 2 voxels (1 mm) along axis 0, 56 surface voxels
+  each. From the prediction: 24 ring voxels of slices x = 5, 6 lie on the truth's surface (0 mm),
+  4 face voxels of x = 5 are 1 mm from it, the 12 ring voxels of x = 7 are 1 mm, the 16 of the
+  far face x = 8 are 2 mm (sum 48 = 56 * 6/7, the ASSD); the reverse is the mirror image.
+  NSD(1 mm) = 2 * (24 + 4 + 12) / 112 = 5/7; NSD(0.5 mm) = 2 * 24 / 112 = 3/7."""
+  pred_dir, label_dir = _write_pair(tmp_path)
+  for tolerance, expected in ((1.0, 5 / 7), (0.5, 3 / 7), (2.0, 1.0)):
+    results = evaluate.run(str(pred_dir), str(label_dir), output_dir=str(tmp_path / "out"),
+                           nsd_tolerance=tolerance)
+    assert results["subject-1"][1]["nsd"] == pytest.approx(expected)
+    assert results["subject-1"][2]["nsd"] == 1.0
+  assert "NSD" in capsys.readouterr().out
+  with open(tmp_path / "out" / "metrics.csv", newline="") as f:
+    assert float(next(csv.DictReader(f))["nsd"]) == pytest.approx(1.0)
+  doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  assert doc["units"]["nsd"] == "fraction" and doc["mean"]["CSF"]["nsd"] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="nsd_tolerance"):
+    evaluate.run(str(pred_dir), str(label_dir), nsd_tolerance=-1.0)
+
+
 def test_evaluate_two_files_and_empty_class(tmp_path):
   shape = (8, 8, 8)
   truth = np.zeros(shape, np.uint8)
