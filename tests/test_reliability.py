@@ -439,7 +439,7 @@ def test_crop_not_divisible_fails_at_config_check(iseg_config, tmp_path, crop, k
 
 @pytest.mark.parametrize("override, expected", [
     ({"model__name": "UNET9D"}, "Unknown model name 'UNET9D'; expected one of"),
-    ({"loss__name": "focal"}, "Unknown loss name 'focal'; expected one of"),
+    ({"loss__name": "hinge"}, "Unknown loss name 'hinge'; expected one of"),
     ({"optimizer": "lbfgs"}, "Unknown config.optimizer 'lbfgs'; expected one of"),
     ({"model__base_filters": 8},
      "config.model has keys ['base_filters'] that model 'UNET3D' does not take; it takes"),

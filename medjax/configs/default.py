@@ -132,9 +132,9 @@ def loss_config() -> ml_collections.ConfigDict:
   l.smooth_nr = _optional(float)  # Dice family: numerator smoothing (1e-5)
   l.smooth_dr = _optional(float)  # Dice family: denominator smoothing (1e-5)
   l.batch = _optional(bool)  # Dice family: pool the sums over the batch
-  l.class_weights = _optional(tuple)  # one weight per class id (Dice, CE, focal)
-  l.reduction = _optional(str)  # 'mean' (default) or 'sum'
-  l.alpha = _optional(float)  # tversky: false-positive weight; focal: class balance
+  l.class_weights = _optional(tuple)  # one weight per class id (Dice family, CE, BCE, focal)
+  l.reduction = _optional(str)  # 'mean' (default) or 'sum' over samples and classes
+  l.alpha = _optional(float)  # tversky: false-positive weight; focal, dice_focal: class balance
   l.beta = _optional(float)  # tversky: false-negative weight
   l.w_type = _optional(str)  # generalized_dice: 'square', 'simple' or 'uniform'
   l.gamma = _optional(float)  # focal, dice_focal: focusing exponent (2)
@@ -143,6 +143,8 @@ def loss_config() -> ml_collections.ConfigDict:
   l.lambda_focal = _optional(float)  # dice_focal: weight of the focal term
   l.label_smoothing = _optional(float)  # cross_entropy, dice_ce (torch's)
   l.ignore_index = _optional(int)  # cross_entropy, dice_ce: label id left out of the loss
+  l.pos_weight = _optional(tuple)  # binary_cross_entropy: weight of positives, one per channel
+  l.focal_softmax = _optional(bool)  # dice_focal: a softmax focal term (MONAI's is sigmoid)
   return l
 
 
