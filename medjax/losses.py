@@ -35,13 +35,15 @@ Names follow MONAI and torch, so a MONAI user can read a medjax config. With MON
 Differences: medjax's Dice-family losses default to `softmax=True` (MONAI: False); MONAI options
 that a JAX function does not need (`to_onehot_y`, `other_act`) are absent. A softmax over ONE
 channel is skipped with MONAI's warning ("single channel prediction, `softmax=True` ignored."),
-and `include_background=False` with one channel is ignored with MONAI's warning. Where medjax
-departs from MONAI 1.6.1 on purpose:
-* `class_weights` always multiply the losses; MONAI's DiceLoss drops its `weight` when a single
-  channel is left (K = 1, or K = 2 without the background), and its FocalLoss refuses a
-  per-class weight for one channel.
-* `dice_ce_loss(sigmoid=True)` uses the BCE term for any number of channels; MONAI's DiceCELoss
-  uses it only for one channel (a softmax cross-entropy otherwise, whatever `sigmoid`).
+and `include_background=False` with one channel is ignored with MONAI's warning. As MONAI's
+DiceLoss, the Dice family ignores `class_weights` when a single channel is left (K = 1, or K = 2
+without the background): one weight would only scale the loss. Where medjax departs from
+MONAI 1.6.1 on purpose:
+* `dice_ce_loss(sigmoid=True)` uses the BCE term for any number of channels (multi-label and
+  region outputs, as nnU-Net's region-based training); MONAI's DiceCELoss uses it only for one
+  channel (a softmax cross-entropy otherwise, whatever `sigmoid`), which mixes a sigmoid Dice
+  with a softmax cross-entropy.
+* MONAI's FocalLoss refuses a per-class weight for one channel; medjax applies it.
 
 `class_weights` has one weight per class id (length K), or one number for every class. With
 `include_background=False` a Dice or focal loss also takes MONAI's length-(K-1) form, without the
@@ -253,8 +255,8 @@ def _dice_per_class(logits, labels, fn_name, *, include_background, softmax, sig
     total = jnp.sum(probs, axis=axes) + jnp.sum(target, axis=axes)
   denominator = 2.0 * (total - intersection) if jaccard else total
   loss = 1.0 - (2.0 * intersection + smooth_nr) / (denominator + smooth_dr)
-  if w is not None:
-    # MONAI skips the weights when a single channel is left; medjax always applies them.
+  if w is not None and loss.shape[-1] > 1:
+    # As MONAI: with a single channel left the weight is ignored (it would only scale the loss).
     loss = loss * w
   return loss
 

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 Regions = tuple[tuple[int, ...], ...]
+# A voxel is in a region when the region's sigmoid probability exceeds this (nnU-Net's).
+THRESHOLD = 0.5
 
 
 def check_regions(regions: Any, num_classes: int, key: str = "config.dataset.regions") -> Regions:

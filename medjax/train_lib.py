@@ -200,7 +200,8 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     `val_dice_mean` over the foreground classes or the regions), and the predicted class ids
     `[D, H, W]` per case, on the file's grid.
   """
-  predictor = predictor or inference.make_predictor(model, train_state_lib.output_activation(config))
+  predictor = predictor or inference.make_predictor(
+      model, train_state_lib.output_activation(config))
   loss_fn = loss_fn_from_config(config)
   num_classes = config.dataset.num_classes
   regions = config.dataset.regions
@@ -220,14 +221,14 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
       probs = preprocessing.restore(probs, subject["record"],
                                     class0_is_background=regions is None)
     label = np.asarray(subject["label"])
+    pred = train_state_lib.output_classes(probs, config).astype(np.int32)
     if regions is None:
-      pred = probs.argmax(-1).astype(np.int32)
       dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
       foreground = dice[1:]
       target = jnp.asarray(label)[None]
     else:
-      masks, truth = probs > 0.5, regions_lib.region_masks(label, regions)
-      pred = train_state_lib.output_classes(probs, config).astype(np.int32)
+      masks = probs > regions_lib.THRESHOLD
+      truth = regions_lib.region_masks(label, regions)
       dice = np.array([metrics_lib.dice(masks[..., r], truth[..., r])
                        for r in range(len(regions))])
       foreground = dice
@@ -251,9 +252,9 @@ _MIN_PROBABILITY_SIGMOID = 1e-6
 def probabilities_as_logits(probs: np.ndarray, config: ml_collections.ConfigDict) -> jax.Array:
   """Scores whose softmax (or sigmoid, for a sigmoid loss) gives back `probs` `[..., K]`.
 
-  The sliding window blends probabilities (those of `train_state.output_activation`), while the losses take
-  logits: `log p` is such a score for a softmax (`softmax(log p) = p` when the classes sum to
-  1), `log(p / (1 - p))` for a sigmoid.
+  The sliding window blends probabilities (those of `train_state.output_activation`), while the
+  losses take logits: `log p` is such a score for a softmax (`softmax(log p) = p` when the
+  classes sum to 1), `log(p / (1 - p))` for a sigmoid.
   """
   p = jnp.asarray(probs, jnp.float32)
   if train_state_lib.output_activation(config) == "sigmoid":

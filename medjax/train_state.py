@@ -88,7 +88,8 @@ def output_activation(config: ml_collections.ConfigDict) -> str:
 
 def output_classes(probs: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
   """Class ids `[...]` (uint8) from output probabilities `[..., K]`: the argmax, or with
-  `dataset.regions` the regions above 0.5 painted into classes."""
+  `dataset.regions` the regions above `regions.THRESHOLD` painted into classes."""
   if config.dataset.regions is None:
     return np.asarray(probs).argmax(-1).astype(np.uint8)
-  return regions_lib.masks_to_classes(np.asarray(probs) > 0.5, config.dataset.regions)
+  return regions_lib.masks_to_classes(np.asarray(probs) > regions_lib.THRESHOLD,
+                                      config.dataset.regions)
