@@ -225,6 +225,20 @@ def _empty_case(pred: np.ndarray, gt: np.ndarray, one_empty: float = float("inf"
   return None
 
 
+def _checked_distances(pred: np.ndarray, gt: np.ndarray, spacing, distance_metric: str, *,
+                       one_empty: float = float("inf")
+                       ) -> tuple[float | None, tuple[np.ndarray | None, np.ndarray | None]]:
+  """`(empty-mask value, (None, None))` when a mask is empty (`_empty_case`), else
+  `(None, surface_distances(...))`; checks `spacing` and `distance_metric` first."""
+  _distance_sampling(spacing, pred.ndim, distance_metric)
+  empty = _empty_case(pred, gt, one_empty)
+  if empty is not None:
+    return empty, (None, None)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the spacing warning was given by _distance_sampling
+    return None, surface_distances(pred, gt, spacing=spacing, distance_metric=distance_metric)
+
+
 def hausdorff_distance(pred: np.ndarray, gt: np.ndarray, *,
                        spacing: float | Sequence[float] | None = None,
                        percentile: float | None = 95.0, directed: bool = False,
@@ -242,14 +256,9 @@ def hausdorff_distance(pred: np.ndarray, gt: np.ndarray, *,
   pred, gt = _check_pair(pred, gt)
   if percentile is not None and not 0 <= percentile <= 100:
     raise ValueError(f"percentile={percentile}: expected a value in [0, 100] or None.")
-  _distance_sampling(spacing, pred.ndim, distance_metric)
-  empty = _empty_case(pred, gt)
+  empty, directed_distances = _checked_distances(pred, gt, spacing, distance_metric)
   if empty is not None:
     return empty
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # the spacing warning was given above
-    directed_distances = surface_distances(pred, gt, spacing=spacing,
-                                           distance_metric=distance_metric)
   if directed:
     directed_distances = directed_distances[:1]
   if percentile is None:
@@ -269,14 +278,9 @@ def average_surface_distance(pred: np.ndarray, gt: np.ndarray, *,
   `spacing` as in `surface_distances`.
   """
   pred, gt = _check_pair(pred, gt)
-  _distance_sampling(spacing, pred.ndim, distance_metric)
-  empty = _empty_case(pred, gt)
+  empty, (to_gt, to_pred) = _checked_distances(pred, gt, spacing, distance_metric)
   if empty is not None:
     return empty
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    to_gt, to_pred = surface_distances(pred, gt, spacing=spacing,
-                                       distance_metric=distance_metric)
   distances = np.concatenate([to_gt, to_pred]) if symmetric else to_gt
   return float(distances.mean())
 
@@ -299,14 +303,10 @@ def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, *, tolerance: floa
   tolerance = float(tolerance)
   if not np.isfinite(tolerance) or tolerance < 0:
     raise ValueError(f"tolerance={tolerance}: expected a finite value >= 0.")
-  _distance_sampling(spacing, pred.ndim, distance_metric)
-  empty = _empty_case(pred, gt, one_empty=0.0)
+  empty, (to_gt, to_pred) = _checked_distances(pred, gt, spacing, distance_metric,
+                                               one_empty=0.0)
   if empty is not None:
     return empty
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    to_gt, to_pred = surface_distances(pred, gt, spacing=spacing,
-                                       distance_metric=distance_metric)
   correct = int((to_gt <= tolerance).sum()) + int((to_pred <= tolerance).sum())
   return correct / (to_gt.size + to_pred.size)
 

@@ -23,6 +23,7 @@ import pytest
 from medjax import inference
 from medjax import losses
 from medjax import metrics
+from monai_reference.spheres import create_spherical_seg_3d
 
 HERE = pathlib.Path(__file__).resolve().parent / "monai_reference"
 META = json.loads((HERE / "cases.json").read_text())
@@ -168,18 +169,6 @@ def test_distance_metric_empty_masks_match_monai(case):
         expected[b, j] = np.inf
   np.testing.assert_allclose(got[empty], expected[empty], equal_nan=True, err_msg=(
       f"{_msg(case)}; empty-mask pairs (batch, class) {np.argwhere(empty).tolist()}"))
-
-
-def create_spherical_seg_3d(radius=20.0, centre=(49, 49, 49), im_shape=(99, 99, 99),
-                            im_spacing=(1.0, 1.0, 1.0)):
-  """MONAI's test input (tests/metrics/test_hausdorff_distance.py): 1 inside a sphere (in mm)."""
-  image = np.zeros(im_shape, dtype=np.int32)
-  spy, spx, spz = np.ogrid[: im_shape[0], : im_shape[1], : im_shape[2]]
-  spy = spy.astype(float) * im_spacing[0] - centre[0]
-  spx = spx.astype(float) * im_spacing[1] - centre[1]
-  spz = spz.astype(float) * im_spacing[2] - centre[2]
-  image[(spx * spx + spy * spy + spz * spz) <= radius * radius] = 1
-  return image
 
 
 def _sphere(spec):

@@ -37,6 +37,7 @@ from monai.metrics import (DiceMetric, compute_average_surface_distance,
                            compute_hausdorff_distance, compute_surface_dice)
 from monai.metrics.utils import do_metric_reduction
 from scipy import ndimage
+from spheres import create_spherical_seg_3d
 
 HERE = pathlib.Path(__file__).resolve().parent
 ARRAYS: dict[str, np.ndarray] = {}
@@ -114,13 +115,19 @@ def loss_case(name: str, source: str, monai_loss, inp: torch.Tensor, target: tor
   elif reduction == "none" and fn == "focal_loss":
     expected = np.moveaxis(expected, 1, -1)
   _add({"name": name, "group": "loss", "source": source, "fn": fn, "kwargs": kwargs,
-        "monai": monai_desc, "pre_activated": None if pre_act is None else str(pre_act),
+        "monai": monai_desc, "pre_activated": None if pre_act is None else _show(pre_act),
         "squeeze": squeeze},
        logits=_cl(logits).astype(np.float32), labels=medjax_labels, expected=expected)
 
 
+def _show(value) -> str:
+  """A value for the case description; a function by its name (no address: reproducible)."""
+  return getattr(value, "__name__", None) if callable(value) else repr(value)
+
+
 def _mk(monai_cls, **kw):
-  return monai_cls(**kw), f"{monai_cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
+  options = ", ".join(f"{k}={_show(v)}" for k, v in kw.items())
+  return monai_cls(**kw), f"{monai_cls.__name__}({options})"
 
 
 # MONAI's unit-test inputs (tests/losses/test_dice_loss.py and siblings).
@@ -707,18 +714,6 @@ def distance_cases() -> None:
                        f"include_background=False, distance_metric={metric!r}, "
                        f"spacing={spacing})"},
              pred=pred, label=gt, expected=_np(nsd).astype(np.float64))
-
-
-def create_spherical_seg_3d(radius=20.0, centre=(49, 49, 49), im_shape=(99, 99, 99),
-                            im_spacing=(1.0, 1.0, 1.0)):
-  """MONAI's test helper (tests/metrics/test_hausdorff_distance.py); the test file has a copy."""
-  image = np.zeros(im_shape, dtype=np.int32)
-  spy, spx, spz = np.ogrid[: im_shape[0], : im_shape[1], : im_shape[2]]
-  spy = spy.astype(float) * im_spacing[0] - centre[0]
-  spx = spx.astype(float) * im_spacing[1] - centre[1]
-  spz = spz.astype(float) * im_spacing[2] - centre[2]
-  image[(spx * spx + spy * spy + spz * spz) <= radius * radius] = 1
-  return image
 
 
 def _sphere(spec):
