@@ -64,6 +64,9 @@ def center_crop(x: jax.Array, spatial_shape: tuple[int, ...]) -> jax.Array:
 def loss_fn_from_config(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
   """`config.loss.name` with the `config.loss` options that are set (None = the loss's default)."""
   options = {k: v for k, v in config.loss.items() if k != "name" and v is not None}
+  if options.get("reduction", "mean") not in ("mean", "sum"):
+    raise ValueError(f"config.loss.reduction={options['reduction']!r}: training and validation "
+                     "need one number; use 'mean' or 'sum'.")
   return losses.get_loss(config.loss.name, **options)
 
 

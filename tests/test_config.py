@@ -232,6 +232,8 @@ _TRAINING_OPTIONS = (
        ["--config.loss.name=cross_entropy", "--config.loss.label_smoothing=0.1",
         "--config.loss.ignore_index=0"],
        ["--config.loss.name=tversky", "--config.loss.alpha=0.3", "--config.loss.beta=0.7"],
+       ["--config.loss.name=focal", "--config.loss.gamma=1.0", "--config.loss.reduction=sum"],
+       ["--config.loss.name=dice_ce", "--config.loss.sigmoid=True", "--config.loss.softmax=False"],
        ["--config.weight_decay_mask=kernels", "--config.weight_decay=0.01"],
        ["--config.augmentation.enabled=True"]])
 
@@ -241,6 +243,12 @@ def test_each_training_option_runs_a_step(overrides):
   _, state, metrics = _one_step(overrides)
   assert metrics["finite"] == 1.0 and np.isfinite(metrics["loss"])
   assert int(state.step) == 1
+
+
+def test_unreduced_loss_is_refused():
+  config = _parse(REPO / "experiments" / "quickstart.py", ["--config.loss.reduction=none"])
+  with pytest.raises(ValueError, match="config.loss.reduction='none'"):
+    train_lib._check_config(config)  # pylint: disable=protected-access
 
 
 def test_nonfinite_skip_runs_and_stop_is_the_default():
