@@ -49,7 +49,7 @@ def test_region_training_validates_and_predicts(iseg_config, iseg_raw_dir, tmp_p
   nested = ((1, 2, 3), (2, 3), (3,))
   config = tiny.shrink(iseg_config, num_train_steps=2, eval_every_steps=2,
                        dataset__regions=nested, loss__name="dice", loss__sigmoid=True,
-                       loss__softmax=False)
+                       loss__softmax=False, **tiny.FAST_COMPILE)
   softmax = tiny.shrink(iseg_config, dataset__regions=nested)
   with pytest.raises(ValueError, match="sigmoid output per region"):
     train_lib.train_and_evaluate(softmax, str(tmp_path / "refused"))

@@ -35,7 +35,7 @@ def test_center_crop_takes_the_middle():
 
 
 def test_train_step_is_deterministic_and_learns():
-  config = tiny.tiny_config()
+  config = tiny.tiny_config(**tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
   model = train_state_lib.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
@@ -56,7 +56,7 @@ def test_train_step_is_deterministic_and_learns():
 
 
 def test_nonfinite_step_keeps_parameters():
-  config = tiny.tiny_config()
+  config = tiny.tiny_config(**tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
   model = train_state_lib.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
@@ -87,7 +87,7 @@ def test_skipped_steps_do_not_shift_the_schedule():
   """
   config = tiny.tiny_config(optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.1,
                             lr_schedule="step", lr_decay_steps=2, lr_decay_factor=0.5,
-                            nonfinite="skip")
+                            nonfinite="skip", **tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
   model = train_state_lib.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
@@ -129,12 +129,12 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     import tiny
     from medjax import train_lib, train_state
     assert jax.device_count() == 4, jax.devices()
-    config = tiny.tiny_config(batch_size=4)
+    config = tiny.tiny_config(batch_size=4, **tiny.FAST_COMPILE)
     model = train_state.create_model(config)
     init_key, rng = train_lib.init_and_train_keys(0)
     data = np.random.default_rng(0)
-    batches = [dict(image=data.normal(size=(4, 16, 16, 16, 2)).astype(np.float32),
-                    label=data.integers(0, 4, size=(4, 16, 16, 16)).astype(np.int32))
+    batches = [dict(image=data.normal(size=(4, 8, 8, 8, 2)).astype(np.float32),
+                    label=data.integers(0, 4, size=(4, 8, 8, 8)).astype(np.int32))
                for _ in range(3)]
     out = {{}}
     for n in (1, 4):
