@@ -83,7 +83,8 @@ _ISEG_IMAGE_RE = re.compile(r"^subject-\d+-(T1|T2)$", re.IGNORECASE)
 # Folders whose every image file is a label map (nnU-Net v2 and the Decathlon).
 _LABEL_FOLDERS = ("labelsTr", "labelsTs")
 METRIC_NAMES = ("dice", "hd95", "assd")
-# With a surface tolerance (`--nsd_tolerance`, mm) also the normalised surface Dice.
+# With a surface tolerance (`--nsd_tolerance`, mm) also the normalised surface Dice, under the
+# key `metrics.surface_metrics` gives it.
 NSD = "nsd"
 UNITS = {"dice": "fraction", "hd95": "mm", "assd": "mm", NSD: "fraction"}
 VALUES = ("auto", "class_ids", "dataset")
@@ -444,14 +445,9 @@ def region_metrics(pred: np.ndarray, label: np.ndarray, regions: dict[str, tuple
   results = {}
   for name, ids in regions.items():
     p, g = np.isin(pred, ids), np.isin(label, ids)
-    results[name] = {
-        "dice": metrics.dice(p, g),
-        "hd95": metrics.hausdorff_distance(p, g, spacing=spacing, percentile=percentile),
-        "assd": metrics.average_surface_distance(p, g, spacing=spacing),
-    }
-    if nsd_tolerance is not None:
-      results[name][NSD] = metrics.normalized_surface_dice(p, g, tolerance=nsd_tolerance,
-                                                           spacing=spacing)
+    results[name] = {"dice": metrics.dice(p, g),
+                     **metrics.surface_metrics(p, g, spacing=spacing, percentile=percentile,
+                                               nsd_tolerance=nsd_tolerance)}
   return results
 
 
@@ -465,7 +461,7 @@ def evaluate_pair(pred_path: pathlib.Path, label_path: pathlib.Path, *, num_clas
     `{class id: metrics}` (classes 1..K-1, or 0..K-1 with `include_background`), then
     `{region name: metrics}` for the regions of `labels`. `labels` (default:
     `default_labels(num_classes)`) replaces `num_classes`. With `nsd_tolerance` (mm) each
-    also has the normalised surface Dice 'nsd' (`metrics.normalized_surface_dice`).
+    also has the normalised surface Dice 'nsd' (`metrics.surface_metrics`).
   """
   labels = default_labels(num_classes) if labels is None else labels
   k = labels.num_classes
@@ -481,11 +477,8 @@ def evaluate_pair(pred_path: pathlib.Path, label_path: pathlib.Path, *, num_clas
                      f"truth {label_path} {label_image.spacing}.")
   results: dict[int | str, dict[str, float]] = dict(metrics.segmentation_metrics(
       pred, label, num_classes=k, spacing=label_image.spacing,
-      include_background=include_background, percentile=percentile))
-  if nsd_tolerance is not None:
-    for k, row in results.items():
-      row[NSD] = metrics.normalized_surface_dice(pred == k, label == k, tolerance=nsd_tolerance,
-                                                 spacing=label_image.spacing)
+      include_background=include_background, percentile=percentile,
+      nsd_tolerance=nsd_tolerance))
   results.update(region_metrics(pred, label, labels.regions, spacing=label_image.spacing,
                                 percentile=percentile, nsd_tolerance=nsd_tolerance))
   return results

@@ -239,6 +239,34 @@ def _checked_distances(pred: np.ndarray, gt: np.ndarray, spacing, distance_metri
     return None, surface_distances(pred, gt, spacing=spacing, distance_metric=distance_metric)
 
 
+def _check_percentile(percentile: float | None) -> None:
+  if percentile is not None and not 0 <= percentile <= 100:
+    raise ValueError(f"percentile={percentile}: expected a value in [0, 100] or None.")
+
+
+def _check_tolerance(tolerance: float) -> float:
+  tolerance = float(tolerance)
+  if not np.isfinite(tolerance) or tolerance < 0:
+    raise ValueError(f"tolerance={tolerance}: expected a finite value >= 0.")
+  return tolerance
+
+
+def _hausdorff(directed_distances: Sequence[np.ndarray], percentile: float | None) -> float:
+  """The largest percentile (or maximum) of the given directed distance sets."""
+  if percentile is None:
+    return float(max(d.max() for d in directed_distances))
+  return float(max(np.percentile(d, percentile) for d in directed_distances))
+
+
+def _average(to_gt: np.ndarray, to_pred: np.ndarray, symmetric: bool) -> float:
+  return float((np.concatenate([to_gt, to_pred]) if symmetric else to_gt).mean())
+
+
+def _surface_dice(to_gt: np.ndarray, to_pred: np.ndarray, tolerance: float) -> float:
+  correct = int((to_gt <= tolerance).sum()) + int((to_pred <= tolerance).sum())
+  return correct / (to_gt.size + to_pred.size)
+
+
 def hausdorff_distance(pred: np.ndarray, gt: np.ndarray, *,
                        spacing: float | Sequence[float] | None = None,
                        percentile: float | None = 95.0, directed: bool = False,
@@ -254,16 +282,11 @@ def hausdorff_distance(pred: np.ndarray, gt: np.ndarray, *,
   minimum).
   """
   pred, gt = _check_pair(pred, gt)
-  if percentile is not None and not 0 <= percentile <= 100:
-    raise ValueError(f"percentile={percentile}: expected a value in [0, 100] or None.")
+  _check_percentile(percentile)
   empty, directed_distances = _checked_distances(pred, gt, spacing, distance_metric)
   if empty is not None:
     return empty
-  if directed:
-    directed_distances = directed_distances[:1]
-  if percentile is None:
-    return float(max(d.max() for d in directed_distances))
-  return float(max(np.percentile(d, percentile) for d in directed_distances))
+  return _hausdorff(directed_distances[:1] if directed else directed_distances, percentile)
 
 
 def average_surface_distance(pred: np.ndarray, gt: np.ndarray, *,
@@ -281,8 +304,7 @@ def average_surface_distance(pred: np.ndarray, gt: np.ndarray, *,
   empty, (to_gt, to_pred) = _checked_distances(pred, gt, spacing, distance_metric)
   if empty is not None:
     return empty
-  distances = np.concatenate([to_gt, to_pred]) if symmetric else to_gt
-  return float(distances.mean())
+  return _average(to_gt, to_pred, symmetric)
 
 
 def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, *, tolerance: float,
@@ -300,39 +322,56 @@ def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, *, tolerance: floa
   both empty -> nan; exactly one empty -> 0.
   """
   pred, gt = _check_pair(pred, gt)
-  tolerance = float(tolerance)
-  if not np.isfinite(tolerance) or tolerance < 0:
-    raise ValueError(f"tolerance={tolerance}: expected a finite value >= 0.")
+  tolerance = _check_tolerance(tolerance)
   empty, (to_gt, to_pred) = _checked_distances(pred, gt, spacing, distance_metric,
                                                one_empty=0.0)
   if empty is not None:
     return empty
-  correct = int((to_gt <= tolerance).sum()) + int((to_pred <= tolerance).sum())
-  return correct / (to_gt.size + to_pred.size)
+  return _surface_dice(to_gt, to_pred, tolerance)
+
+
+def surface_metrics(pred: np.ndarray, gt: np.ndarray, *,
+                    spacing: float | Sequence[float] | None = None, percentile: float = 95.0,
+                    nsd_tolerance: float | None = None,
+                    distance_metric: str = "euclidean") -> dict[str, float]:
+  """`hausdorff_distance` (as 'hd95'), `average_surface_distance` ('assd') and, with
+  `nsd_tolerance`, `normalized_surface_dice` ('nsd') of two binary masks, from one computation
+  of the surface distances (the same values as the three functions, with their empty-mask
+  rules)."""
+  pred, gt = _check_pair(pred, gt)
+  _check_percentile(percentile)
+  tolerance = None if nsd_tolerance is None else _check_tolerance(nsd_tolerance)
+  empty, (to_gt, to_pred) = _checked_distances(pred, gt, spacing, distance_metric)
+  if empty is not None:
+    results = {"hd95": empty, "assd": empty}
+    if tolerance is not None:  # NSD: nan when both are empty, 0 when one is
+      results["nsd"] = 0.0 if np.isinf(empty) else empty
+    return results
+  results = {"hd95": _hausdorff((to_gt, to_pred), percentile),
+             "assd": _average(to_gt, to_pred, symmetric=True)}
+  if tolerance is not None:
+    results["nsd"] = _surface_dice(to_gt, to_pred, tolerance)
+  return results
 
 
 def segmentation_metrics(pred: np.ndarray, label: np.ndarray, *, num_classes: int,
                          spacing: float | Sequence[float] | None = None,
                          include_background: bool = False,
-                         percentile: float = 95.0,
+                         percentile: float = 95.0, nsd_tolerance: float | None = None,
                          distance_metric: str = "euclidean") -> dict[int, dict[str, float]]:
   """Dice, HD95 (mm) and ASSD (mm) of each class of two label maps of class ids `[D, H, W]`.
 
   Returns:
     `{class_id: {'dice': ..., 'hd95': ..., 'assd': ...}}` for classes 1..K-1 (0..K-1 with
-    `include_background`). Empty-mask values as in the module docstring; `distance_metric` as in
-    `surface_distances`.
+    `include_background`), with 'nsd' too when `nsd_tolerance` is given (`surface_metrics`).
+    Empty-mask values as in the module docstring; `distance_metric` as in `surface_distances`.
   """
   pred, label = np.asarray(pred), np.asarray(label)
   dices = dice_per_class(pred, label, num_classes=num_classes)
   results = {}
   for k in range(0 if include_background else 1, num_classes):
     p, g = pred == k, label == k
-    results[k] = {
-        "dice": float(dices[k]),
-        "hd95": hausdorff_distance(p, g, spacing=spacing, percentile=percentile,
-                                   distance_metric=distance_metric),
-        "assd": average_surface_distance(p, g, spacing=spacing,
-                                         distance_metric=distance_metric),
-    }
+    results[k] = {"dice": float(dices[k]),
+                  **surface_metrics(p, g, spacing=spacing, percentile=percentile,
+                                    nsd_tolerance=nsd_tolerance, distance_metric=distance_metric)}
   return results

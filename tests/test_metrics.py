@@ -367,3 +367,22 @@ def test_new_options_match_live_monai():
     np.testing.assert_equal(metrics.average_surface_distance(p, g), theirs)
     theirs = monai_metrics.compute_surface_dice(two(p), two(g), [1.0]).item()
     np.testing.assert_equal(metrics.normalized_surface_dice(p, g, tolerance=1.0), theirs)
+
+
+def test_surface_metrics_equal_the_three_metrics_from_one_pass():
+  """`surface_metrics` computes the distances once; its values are the separate functions'."""
+  rng = np.random.default_rng(5)
+  a = ndimage.binary_dilation(rng.random((12, 12, 12)) > 0.97, iterations=2)
+  b = ndimage.binary_dilation(rng.random((12, 12, 12)) > 0.97, iterations=2)
+  spacing = (1.0, 2.0, 0.5)
+  got = metrics.surface_metrics(a, b, spacing=spacing, percentile=90.0, nsd_tolerance=1.5)
+  assert got == {
+      "hd95": metrics.hausdorff_distance(a, b, spacing=spacing, percentile=90.0),
+      "assd": metrics.average_surface_distance(a, b, spacing=spacing),
+      "nsd": metrics.normalized_surface_dice(a, b, tolerance=1.5, spacing=spacing)}
+  empty = np.zeros_like(a)
+  assert metrics.surface_metrics(a, empty, nsd_tolerance=1.0) == {
+      "hd95": np.inf, "assd": np.inf, "nsd": 0.0}
+  both = metrics.surface_metrics(empty, empty, nsd_tolerance=1.0)
+  assert set(both) == {"hd95", "assd", "nsd"} and all(np.isnan(v) for v in both.values())
+  assert "nsd" not in metrics.surface_metrics(a, b)
