@@ -48,6 +48,12 @@ from medjax.data import sampling
 _BUILTIN_SUBDIR = "downloads/manual/{name}_builtin"
 
 
+def validates_on_training_cases(ds_config: ml_collections.ConfigDict) -> bool:
+  """Whether `config.dataset` picks the validation cases among the labelled training cases (a
+  fold, or named cases) instead of validating on `config.eval.split`."""
+  return ds_config.fold is not None or ds_config.validation_cases is not None
+
+
 def _dataset_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   ds = config.dataset
   if ds.name not in build.DATASETS:
@@ -258,7 +264,7 @@ def _crop_records(config: ml_collections.ConfigDict, builder, crop_size, thresho
     raise ValueError(f"{builder.name}/{bconf.name} holds crops of the volumes as stored; use "
                      "config.dataset.orientation=none, target_spacing=none and "
                      "crop_nonzero=False with it, or the 'full' config.")
-  if ds.fold is not None or ds.validation_cases is not None:
+  if validates_on_training_cases(ds):
     raise ValueError(f"{builder.name}/{bconf.name} holds crops with a fixed validation subject; "
                      "config.dataset.fold and validation_cases need the 'full' config.")
   modes = set(preprocessing.normalization)
@@ -374,8 +380,7 @@ def eval_cases(config: ml_collections.ConfigDict, split: str = "validation",
   """The whole cases of `split`; 'validation' with `config.dataset.fold` set is that fold."""
   whole = _whole_case_config(config)
   builder = builder or ensure_dataset(whole)
-  if split == "validation" and (whole.dataset.fold is not None or
-                                whole.dataset.validation_cases is not None):
+  if split == "validation" and validates_on_training_cases(whole.dataset):
     return split_cases(whole, builder)[1]
   if split not in builder.info.splits:
     raise ValueError(

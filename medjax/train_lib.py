@@ -313,7 +313,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
 
 def _check_eval_split(config: ml_collections.ConfigDict, builder: Any) -> None:
   """Validation needs labelled cases: refuse an unlabelled or missing split before training."""
-  if config.dataset.fold is not None or config.dataset.validation_cases is not None:
+  if input_pipeline.validates_on_training_cases(config.dataset):
     return  # validation cases chosen from the labelled training cases
   split = config.eval.split
   if split not in builder.info.splits:
