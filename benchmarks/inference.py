@@ -49,8 +49,8 @@ def _peak_rss_mb() -> float:
 
 
 def _medjax_model(base_features: int):
-  from medjax.models import create_model  # pylint: disable=g-import-not-at-top
-  return create_model("UNET3D", num_classes=NUM_CLASSES, base_features=base_features)
+  from medjax.models import UNet3D  # pylint: disable=g-import-not-at-top
+  return UNet3D(num_classes=NUM_CLASSES, base_features=base_features)
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:

@@ -14,7 +14,6 @@ pipeline / step (the pipeline must be at least 10x faster than the step needs).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 import time
 
@@ -23,6 +22,7 @@ from absl import flags
 import ml_collections
 
 from medjax import input_pipeline
+from medjax.configs import cli
 from medjax.data import build
 from medjax.data import synthetic
 
@@ -52,10 +52,7 @@ def bench_config(data_root: str | pathlib.Path, crop_size=(64, 64, 64), batch_si
                  shape=synthetic.REAL_SHAPE, num_train: int = 10,
                  num_threads: int = 2) -> ml_collections.ConfigDict:
   """The seed experiment's data config on built-in data under `data_root`."""
-  spec = importlib.util.spec_from_file_location("iseg2017_unet3d", _EXPERIMENT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = cli.load_config_file(str(_EXPERIMENT))
   root = pathlib.Path(data_root)
   config.dataset.data_dir = str(root / "tensorflow_datasets")
   config.dataset.manual_dir = str(root / "iseg2017-builtin")
@@ -114,12 +111,12 @@ def measure_step(config: ml_collections.ConfigDict, *, base_features: int,
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from medjax import train_lib  # pylint: disable=g-import-not-at-top
-  from medjax import train_state  # pylint: disable=g-import-not-at-top
+  from medjax import models  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.base_features = base_features
   mesh = train_lib.create_mesh()
   init_key, step_key = train_lib.init_and_train_keys(config.seed)
-  state = train_lib.init_state(config, train_state.create_model(config), init_key, mesh)
+  state = train_lib.init_state(config, models.create_model(config), init_key, mesh)
   step = train_lib.make_train_step(config, mesh)
   batch = next(input_pipeline.create_train_iterator(config))
   times = []

@@ -5,7 +5,7 @@ r"""Forward time, train-step time and peak memory of every registered model, to 
 
 Each model runs in its own child process (so its peak memory is its own) on one random
 two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths MedicalZoo uses
-(`medjax.models.create_model(name, num_classes=4)` defaults). Measured per model:
+(`medjax.models.model_class(name)(num_classes=4)` defaults). Measured per model:
 
 * parameters (PyTorch convention, `zoo_layers.count_parameters`);
 * compile: seconds to compile the train step (XLA's CPU compiler is slow for 3D convolutions);
@@ -64,7 +64,7 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict
   from medjax import models  # pylint: disable=g-import-not-at-top
   from medjax.models import zoo_layers  # pylint: disable=g-import-not-at-top
 
-  model = models.create_model(name, num_classes=NUM_CLASSES)
+  model = models.model_class(name)(num_classes=NUM_CLASSES)
   shape = (batch, size, size, size, NUM_MODALITIES)
   out_spatial = (model.output_shape((size,) * 3) if hasattr(model, "output_shape")
                  else (size,) * 3)

@@ -22,7 +22,6 @@ RSS is read from /proc/self/statm (Linux).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -37,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from medjax import train_lib
+from medjax.configs import cli
 
 _QUICKSTART = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "quickstart.py"
 
@@ -105,10 +105,7 @@ class Probe:
 
 
 def soak_config() -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location("quickstart", _QUICKSTART)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = cli.load_config_file(str(_QUICKSTART))
   root = pathlib.Path(_DATA_ROOT.value)
   shape = tuple(int(s) for s in _SHAPE.value)
   config.dataset.data_dir = str(root / f"tfds_{'x'.join(map(str, shape))}")

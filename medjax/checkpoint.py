@@ -20,8 +20,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from medjax import train_state as train_state_lib
+from medjax import models
 from medjax.configs import default
+from medjax.training import state as train_state_lib
 
 CONFIG_FILENAME = "config.json"
 CHECKPOINT_DIRNAME = "checkpoints"
@@ -215,7 +216,7 @@ def restore_model(path: str, *, which: str = "best"
   """
   workdir = resolve_workdir(path)
   config = load_config(workdir)
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   ckpt_dir = os.path.join(workdir, CHECKPOINT_DIRNAME)
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f"{ckpt_dir} not found: the workdir holds no checkpoints.")

@@ -50,7 +50,7 @@ from medjax import evaluate
 from medjax import inference
 from medjax import io
 from medjax import metrics
-from medjax import train_state
+from medjax import outputs
 from medjax import viz
 from medjax.data import datasets
 from medjax.data import iseg
@@ -258,7 +258,7 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
   """One scan `image [D, H, W, C]` (raw, the file's voxel order) -> probabilities `[D, H, W, K]`.
 
   The probabilities are the softmax over the classes, or a sigmoid per output for models trained
-  with a sigmoid loss or on regions (`train_state.output_activation`; `output_classes` turns
+  with a sigmoid loss or on regions (`outputs.output_activation`; `output_classes` turns
   either into class ids).
 
   The scan is prepared with `preprocessing` (default: the normalisation `config` names; pass
@@ -280,7 +280,7 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
       mode=(mode or config.eval.mode),
       sw_batch_size=sw_batch_size or config.eval.sw_batch_size,
       flip_axes=((0,), (1,), (2,)) if tta else None, progress=progress,
-      activation=train_state.output_activation(config))
+      activation=outputs.output_activation(config))
   return preprocessing.restore(probs, prepared.record,
                                class0_is_background=config.dataset.regions is None)
 
@@ -292,7 +292,7 @@ def write_outputs(case: Case, probs: np.ndarray, output_dir: str, *, fmt: str = 
   """Writes the label map (and probabilities, PNG) of one case; returns their paths.
 
   `classes`: the class ids `[D, H, W]` (default: the argmax of `probs`; region models pass
-  `train_state.output_classes`). `values='dataset'` (or 'iseg') writes `label_values[k]` for
+  `outputs.output_classes`). `values='dataset'` (or 'iseg') writes `label_values[k]` for
   class k instead of k.
   """
   out = pathlib.Path(output_dir)
@@ -376,7 +376,7 @@ def run(workdir: str, *, output_dir: str, t1: str | None = None, t2: str | None 
     probs = segment(model, variables, config, image, affine=case.affine,
                     preprocessing=preprocessing, overlap=overlap, mode=mode,
                     sw_batch_size=sw_batch_size, tta=tta, progress=len(loaders) < 2)
-    classes = train_state.output_classes(probs, config)
+    classes = outputs.output_classes(probs, config)
     files = write_outputs(case, probs, output_dir, fmt=fmt, values=values,
                           save_probabilities=save_probabilities, png=png,
                           label_values=names.label_values, classes=classes)

@@ -25,13 +25,16 @@ from medjax import checkpoint
 from medjax import compile_cache
 from medjax import compile_options
 from medjax import inference
+from medjax import labels
 from medjax import input_pipeline
 from medjax import losses
 from medjax import metrics as metrics_lib
+from medjax import models
 from medjax import optim
+from medjax import outputs
 from medjax import regions as regions_lib
-from medjax import train_state as train_state_lib
 from medjax.data import datasets
+from medjax.training import state as train_state_lib
 from medjax.data import preprocessing as preprocessing_lib
 
 TrainState = train_state_lib.TrainState
@@ -204,12 +207,12 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     `[D, H, W]` per case, on the file's grid.
   """
   predictor = predictor or inference.make_predictor(
-      model, train_state_lib.output_activation(config))
+      model, outputs.output_activation(config))
   loss_fn = loss_fn_from_config(config)
   num_classes = config.dataset.num_classes
   regions = config.dataset.regions
   if names is None:
-    names = (class_names(num_classes) if regions is None else
+    names = (labels.default_class_names(num_classes) if regions is None else
              regions_lib.region_names(regions, {}))
   names = tuple(names)
   per_subject, predictions = [], []
@@ -224,7 +227,7 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
       probs = preprocessing.restore(probs, subject["record"],
                                     class0_is_background=regions is None)
     label = np.asarray(subject["label"])
-    pred = train_state_lib.output_classes(probs, config).astype(np.int32)
+    pred = outputs.output_classes(probs, config).astype(np.int32)
     if regions is None:
       dice = metrics_lib.dice_per_class(pred, label, num_classes=num_classes)
       foreground = dice[1:]
@@ -238,37 +241,11 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
       target = jnp.asarray(truth, jnp.float32)[None]
     row = {f"val_dice_{n}": float(d) for n, d in zip(names, dice)}
     row["val_dice_mean"] = float(np.nanmean(foreground))
-    row["val_loss"] = float(loss_fn(probabilities_as_logits(probs, config)[None], target))
+    row["val_loss"] = float(loss_fn(outputs.probabilities_as_logits(probs, config)[None], target))
     per_subject.append(row)
     predictions.append(pred)
   metrics = {k: float(np.nanmean([r[k] for r in per_subject])) for k in per_subject[0]}
   return metrics, predictions
-
-
-# Probabilities are kept this far from 0 (and, for a sigmoid, from 1: float32 resolves 1 - 1e-6)
-# before the log, so that a class the blended prediction rules out exactly gives a large finite
-# cross-entropy rather than inf.
-_MIN_PROBABILITY = 1e-12
-_MIN_PROBABILITY_SIGMOID = 1e-6
-
-
-def probabilities_as_logits(probs: np.ndarray, config: ml_collections.ConfigDict) -> jax.Array:
-  """Scores whose softmax (or sigmoid, for a sigmoid loss) gives back `probs` `[..., K]`.
-
-  The sliding window blends probabilities (those of `train_state.output_activation`), while the
-  losses take logits: `log p` is such a score for a softmax (`softmax(log p) = p` when the
-  classes sum to 1), `log(p / (1 - p))` for a sigmoid.
-  """
-  p = jnp.asarray(probs, jnp.float32)
-  if train_state_lib.output_activation(config) == "sigmoid":
-    p = jnp.clip(p, _MIN_PROBABILITY_SIGMOID, 1.0 - _MIN_PROBABILITY_SIGMOID)
-    return jnp.log(p) - jnp.log1p(-p)
-  return jnp.log(jnp.maximum(p, _MIN_PROBABILITY))
-
-
-def class_names(num_classes: int) -> tuple[str, ...]:
-  """Names for classes of a dataset that gives none: background, class1, class2, ..."""
-  return ("background",) + tuple(f"class{i}" for i in range(1, num_classes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +267,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   # written to the workdir or the dataset is built. Each check is cheap: no compilation. When
   # the channels or classes come from the dataset, the model checks wait for it
   # (`_check_model`).
-  train_state_lib.create_model(config)  # the name and keys (num_classes may still be None)
+  models.create_model(config)  # the name and keys (num_classes may still be None)
   loss_fn_from_config(config)
   optim.create_optimizer(config)
   if config.dataset.num_classes is not None and config.dataset.num_modalities is not None:
@@ -301,12 +278,12 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
   """The model's fields, the regions, and the crop and ROI sizes it can take (shapes only)."""
   if config.dataset.regions is not None:
     regions_lib.check_regions(config.dataset.regions, config.dataset.num_classes)
-    if train_state_lib.output_activation(config) != "sigmoid":
+    if outputs.output_activation(config) != "sigmoid":
       raise ValueError(
           "config.dataset.regions trains one sigmoid output per region, but config.loss "
           f"{config.loss.name!r} uses a softmax: set --config.loss.sigmoid=True "
           "--config.loss.softmax=False (or --config.loss.name=binary_cross_entropy).")
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   _check_input_shape(config, model, "dataset.crop_size", config.dataset.crop_size)
   _check_input_shape(config, model, "eval.roi_size", config.eval.roi_size)
 
@@ -437,7 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   preprocessing = _run_preprocessing(config, builder, workdir)
 
   mesh = create_mesh()
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   init_rng, train_rng = init_and_train_keys(config.seed)
   state = init_state(config, model, init_rng, mesh)
   replicated = NamedSharding(mesh, P())
@@ -474,7 +451,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # The classes the mean Dice averages: the foreground classes, or every region.
   scored = slice(1, None) if regions is None else slice(None)
   eval_subjects = None
-  predictor = inference.make_predictor(model, train_state_lib.output_activation(config))
+  predictor = inference.make_predictor(model, outputs.output_activation(config))
   eval_metrics: dict[str, float] = {}
   skipped = 0
 

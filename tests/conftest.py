@@ -13,7 +13,6 @@ All are read-only for tests: copy before corrupting files.
 """
 
 import copy
-import importlib.util
 import os
 import pathlib
 
@@ -21,6 +20,7 @@ import ml_collections
 import pytest
 
 from medjax import compile_cache
+from medjax.configs import cli
 from medjax.data import build
 from medjax.data import synthetic
 
@@ -34,10 +34,7 @@ TINY_TEST_SUBJECTS = (11,)
 
 def load_experiment_config(name: str = "iseg2017_unet3d") -> ml_collections.ConfigDict:
   """`experiments/<name>.py:get_config()`, loaded by path like `--config` does."""
-  spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return cli.load_config_file(str(REPO / "experiments" / f"{name}.py"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,7 +23,7 @@ import pytest
 from medjax import losses
 from medjax import optim
 from medjax import train_lib
-from medjax import train_state as train_state_lib
+from medjax import models
 from medjax.configs import cli
 from medjax.configs import default
 from medjax.data import datasets
@@ -133,7 +133,7 @@ _METHODS = {"get", "items", "keys", "values", "to_dict", "to_json_best_effort", 
 
 
 # The modules whose `config` is always the experiment config.
-_EXPERIMENT_CONFIG_READERS = ("train_lib.py", "optim.py", "train_state.py", "input_pipeline.py",
+_EXPERIMENT_CONFIG_READERS = ("train_lib.py", "optim.py", "state.py", "outputs.py", "input_pipeline.py",
                               "predict.py", "train.py", "evaluate.py")
 
 
@@ -208,7 +208,7 @@ def _one_step(overrides, nan=False):
   config = _parse(REPO / "experiments" / "quickstart.py", _TINY_STEP + overrides)
   train_lib._check_config(config)  # pylint: disable=protected-access
   mesh = train_lib.create_mesh(jax.devices()[:1])
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
   state = train_lib.init_state(config, model, init_key, mesh)
   data = np.random.default_rng(0)

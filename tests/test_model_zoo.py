@@ -72,14 +72,14 @@ def _count(model: nn.Module, spatial: int = 16, channels: int = 2) -> int:
 
 @pytest.mark.parametrize("name", sorted(MEDICALZOO_COUNTS))
 def test_parameter_count_matches_medicalzoo(name):
-  model = models.create_model(name, num_classes=4)
+  model = models.model_class(name)(num_classes=4)
   spatial = 20 if name == "HYPERDENSENET" else 16
   assert _count(model, spatial) == MEDICALZOO_COUNTS[name]
 
 
 def test_densenet2_parameter_count_after_channel_fix():
   assert DENSENET2_FIXED == 4_774_582
-  assert _count(models.create_model("DENSENET2", num_classes=4)) == DENSENET2_FIXED
+  assert _count(models.model_class("DENSENET2")(num_classes=4)) == DENSENET2_FIXED
   # Sum fusion: classifier on 150 instead of 300 channels.
   assert _count(densenet.DualPathDenseNet(4, fusion="sum")) == DENSENET2_FIXED - 150 * 4
 
@@ -172,7 +172,7 @@ def test_bfloat16_compute_gives_float32_logits_and_params(name):
 
 def test_registry_names():
   for name in ("VNET", "VNET2", "DENSENET1", "DENSENET2", "DENSENET3", "HYPERDENSENET"):
-    assert models.create_model(name.lower(), num_classes=4).num_classes == 4
+    assert models.model_class(name.lower())(num_classes=4).num_classes == 4
   assert models.MODELS["VNET2"] is vnet.VNetLight
 
 

@@ -7,7 +7,7 @@ from medjax import checkpoint
 from medjax import predict
 from medjax import regions
 from medjax import train_lib
-from medjax import train_state
+from medjax import outputs
 import tiny
 
 BRATS = ((1, 2, 3), (1, 3), (3,))
@@ -60,13 +60,13 @@ def test_region_training_validates_and_predicts(iseg_config, iseg_raw_dir, tmp_p
   assert all(np.isfinite(v) for v in metrics.values())
   model, variables, saved = checkpoint.restore_model(str(workdir), which="latest")
   assert saved.dataset.regions == nested
-  assert train_state.output_activation(saved) == "sigmoid"
+  assert outputs.output_activation(saved) == "sigmoid"
   t1 = next(iseg_raw_dir.rglob("subject-1-T1.hdr"))
   case = predict.load_case(str(t1), str(t1).replace("-T1", "-T2"))
   image = predict.check_modalities(case, saved, str(workdir))
   probs = predict.segment(model, variables, saved, image, affine=case.affine)
   assert probs.shape[-1] == 3 and probs.min() >= 0 and probs.max() <= 1
-  classes = train_state.output_classes(probs, saved)
+  classes = outputs.output_classes(probs, saved)
   assert set(np.unique(classes)) <= {0, 1, 2, 3}
   # The painted classes are exactly the regions' masks turned back (checked voxel by voxel).
   masks = probs > 0.5

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from medjax import train_lib
-from medjax import train_state as train_state_lib
+from medjax import models
 import tiny
 
 
@@ -37,7 +37,7 @@ def test_center_crop_takes_the_middle():
 def test_train_step_is_deterministic_and_learns():
   config = tiny.tiny_config(**tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
   step = train_lib.make_train_step(config, mesh)
   batch = _batch(config)
@@ -58,7 +58,7 @@ def test_train_step_is_deterministic_and_learns():
 def test_nonfinite_step_keeps_parameters():
   config = tiny.tiny_config(**tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
   state = train_lib.init_state(config, model, init_key, mesh)
   before = jax.device_get((state.params, state.batch_stats, state.opt_state))
@@ -89,7 +89,7 @@ def test_skipped_steps_do_not_shift_the_schedule():
                             lr_schedule="step", lr_decay_steps=2, lr_decay_factor=0.5,
                             nonfinite="skip", **tiny.FAST_COMPILE)
   mesh = train_lib.create_mesh(jax.devices()[:1])
-  model = train_state_lib.create_model(config)
+  model = models.create_model(config)
   init_key, rng = train_lib.init_and_train_keys(0)
   state = train_lib.init_state(config, model, init_key, mesh)
   step_fn = train_lib.make_train_step(config, mesh)
@@ -127,10 +127,10 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     from jax.sharding import NamedSharding, PartitionSpec as P
     sys.path.insert(0, {tests!r})
     import tiny
-    from medjax import train_lib, train_state
+    from medjax import models, train_lib
     assert jax.device_count() == 4, jax.devices()
     config = tiny.tiny_config(batch_size=4, **tiny.FAST_COMPILE)
-    model = train_state.create_model(config)
+    model = models.create_model(config)
     init_key, rng = train_lib.init_and_train_keys(0)
     data = np.random.default_rng(0)
     batches = [dict(image=data.normal(size=(4, 8, 8, 8, 2)).astype(np.float32),
