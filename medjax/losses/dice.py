@@ -195,7 +195,8 @@ def per_class_dice(logits: jax.Array, labels: jax.Array, *, num_classes: int,
 
   Empty classes differ between the two: here a class absent from both the labels and the
   prediction scores `smooth_nr / smooth_dr` (1 with the defaults), whereas
-  `metrics.dice_per_class` gives nan (nnU-Net's rule, or MONAI's `ignore_empty` conventions).
+  `metrics.dice_per_class` gives nan (by default, nnU-Net's rule, and with `ignore_empty=True`)
+  or 1 (`ignore_empty=False`, MONAI's).
 
   Args:
     logits: `[B, ..., num_classes]`.
