@@ -83,6 +83,9 @@ def dice_per_class(pred: np.ndarray, label: np.ndarray, *, num_classes: int,
 
   A batch of cases gives rows of a `[B, num_classes]` array for `reduce_metric`; MONAI's
   `include_background=False` is the columns `[:, 1:]`.
+
+  Hard labels only; the training step logs `medjax.losses.per_class_dice`, the soft Dice, where a
+  class empty in both scores `smooth_nr / smooth_dr` (1), here nan (1 with `ignore_empty=False`).
   """
   if ignore_empty not in (None, True, False):
     raise ValueError(f"ignore_empty={ignore_empty!r}: expected None, True or False.")

@@ -179,13 +179,14 @@ def test_same_spacing_is_identity():
 
 def test_linear_onehot_hand_computed():
   # Up 4 -> 8 of [0, 0, 1, 1]: class 1 is 0.25 at old 1.25 and 0.75 at 1.75.
-  up = geometry._resample_labels(np.array([0, 0, 1, 1], np.uint8).reshape(4, 1, 1), (8, 1, 1),
-                                 "linear_onehot", None)
+  resample_labels = geometry.resampling._resample_labels
+  up = resample_labels(np.array([0, 0, 1, 1], np.uint8).reshape(4, 1, 1), (8, 1, 1),
+                       "linear_onehot", None)
   np.testing.assert_array_equal(up[:, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1])
   # Down 8 -> 4 of [0, 0, 2, 2, 2, 1, 1, 1]: centres at 0.5, 2.5, 4.5 (2 and 1 tie at 0.5 ->
   # the lower id, 1), 6.5.
-  down = geometry._resample_labels(np.array([0, 0, 2, 2, 2, 1, 1, 1], np.uint8).reshape(8, 1, 1),
-                                   (4, 1, 1), "linear_onehot", None)
+  down = resample_labels(np.array([0, 0, 2, 2, 2, 1, 1, 1], np.uint8).reshape(8, 1, 1),
+                         (4, 1, 1), "linear_onehot", None)
   np.testing.assert_array_equal(down[:, 0, 0], [0, 2, 1, 1])
 
 

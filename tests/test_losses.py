@@ -2,7 +2,6 @@
 formulas written out in numpy (float64, channels-first where MONAI is), gradients, jit."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -177,23 +176,6 @@ def test_per_class_dice():
          [DICE0, DICE1], 1e-5)
   with pytest.raises(ValueError, match="num_classes=3"):
     losses.per_class_dice(LOGITS, LABELS, num_classes=3)
-
-
-def test_hard_dice_per_class():
-  pred = np.array([0, 1, 1, 2, 2, 0])
-  true = np.array([0, 1, 2, 2, 0, 0])
-  # class 0: P = {0, 5}, T = {0, 4, 5}, overlap 2 -> 4/5; class 1: P = {1, 2}, T = {1} -> 2/3;
-  # class 2: P = {3, 4}, T = {2, 3} -> 2/4; class 3 absent from both.
-  got = np.asarray(losses.hard_dice_per_class(pred, true, 4))
-  _close(got[:3], [0.8, 2 / 3, 0.5])
-  assert math.isnan(got[3])
-  _close(losses.hard_dice_per_class(pred, true, 4, ignore_empty=False), [0.8, 2 / 3, 0.5, 1.0])
-  # Class 2 predicted but absent from the labels: NaN, or 0 with ignore_empty=False.
-  got = np.asarray(losses.hard_dice_per_class(np.array([2, 1]), np.array([0, 1]), 3))
-  _close(got[:2], [0.0, 1.0])
-  assert math.isnan(got[2])
-  _close(losses.hard_dice_per_class(np.array([2, 1]), np.array([0, 1]), 3, ignore_empty=False),
-         [0.0, 1.0, 0.0])
 
 
 @pytest.mark.parametrize("name,options", [

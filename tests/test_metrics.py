@@ -169,6 +169,24 @@ def test_dice_per_class_ignore_empty_by_hand():
     metrics.dice_per_class(pred, label, num_classes=5, ignore_empty="yes")
 
 
+def test_dice_per_class_ignore_empty_pooled_cases():
+  # (Moved from the removed losses.hard_dice_per_class, same cases and values.)
+  pred = np.array([0, 1, 1, 2, 2, 0])
+  true = np.array([0, 1, 2, 2, 0, 0])
+  # class 0: P = {0, 5}, T = {0, 4, 5}, overlap 2 -> 4/5; class 1: P = {1, 2}, T = {1} -> 2/3;
+  # class 2: P = {3, 4}, T = {2, 3} -> 2/4; class 3 absent from both.
+  np.testing.assert_allclose(metrics.dice_per_class(pred, true, num_classes=4, ignore_empty=True),
+                             [0.8, 2 / 3, 0.5, np.nan])
+  np.testing.assert_allclose(metrics.dice_per_class(pred, true, num_classes=4, ignore_empty=False),
+                             [0.8, 2 / 3, 0.5, 1.0])
+  # Class 2 predicted but absent from the labels: nan, or 0 with ignore_empty=False.
+  pred, true = np.array([2, 1]), np.array([0, 1])
+  np.testing.assert_allclose(metrics.dice_per_class(pred, true, num_classes=3, ignore_empty=True),
+                             [0.0, 1.0, np.nan])
+  np.testing.assert_allclose(metrics.dice_per_class(pred, true, num_classes=3, ignore_empty=False),
+                             [0.0, 1.0, 0.0])
+
+
 def _monai_compute_channel(x_pred, x, ignore_empty):
   """MONAI's DiceHelper.compute_channel written out in numpy."""
   y_o = x.sum()

@@ -109,7 +109,8 @@ def test_write_refuses_non_empty_and_cleans_up(tmp_path, monkeypatch):
       raise RuntimeError("interrupted")
     return real(shape, seed=seed, subject_id=subject_id)
 
-  monkeypatch.setattr(synthetic, "generate_subject", fail_on_second)
+  # The iSeg writer's own reference (medjax.data.synthetic.writers) is the one it calls.
+  monkeypatch.setattr(synthetic.writers, "generate_subject", fail_on_second)
   with pytest.raises(RuntimeError, match="interrupted"):
     synthetic.write_iseg_layout(tmp_path / "new", shape=(12, 12, 12), num_train=3)
   assert sorted(os.listdir(tmp_path)) == ["full"]  # no partial folder, no temporary folder
@@ -277,7 +278,7 @@ def test_anisotropic_grid_samples_the_same_brain():
   # T1's and FLAIR's bias fields are functions of position too: only the noise differs.
   for c in (0, 2):
     diff = image[..., c].astype(float) - iso_image[1::3, :, 1::3, c]
-    noise = {0: synthetic._T1_NOISE, 2: synthetic._FLAIR_NOISE}[c]
+    noise = {0: synthetic.brain._T1_NOISE, 2: synthetic.brain._FLAIR_NOISE}[c]
     assert np.std(diff[label > 0]) < 2 * noise
 
 
