@@ -110,14 +110,15 @@ def measure_step(config: ml_collections.ConfigDict, *, base_features: int,
   """Median seconds of one jitted train step (after a compile/warm-up step) on a real batch."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from medjax import train_lib  # pylint: disable=g-import-not-at-top
+  from medjax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from medjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   from medjax import models  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.base_features = base_features
-  mesh = train_lib.create_mesh()
-  init_key, step_key = train_lib.init_and_train_keys(config.seed)
-  state = train_lib.init_state(config, models.create_model(config), init_key, mesh)
-  step = train_lib.make_train_step(config, mesh)
+  mesh = mesh_lib.create_mesh()
+  init_key, step_key = step_lib.init_and_train_keys(config.seed)
+  state = step_lib.init_state(config, models.create_model(config), init_key, mesh)
+  step = step_lib.make_train_step(config, mesh)
   batch = next(input_pipeline.create_train_iterator(config))
   times = []
   for _ in range(repeats + 1):

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from medjax import train_lib
+from medjax.training import step as step_lib
 from medjax.configs import cli
 
 _QUICKSTART = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "quickstart.py"
@@ -77,7 +78,7 @@ class StepRecord:
 
 
 class Probe:
-  """Wraps `train_lib.make_train_step` to time each dispatch and read RSS after it."""
+  """Wraps `training.step.make_train_step` to time each dispatch and read RSS after it."""
 
   def __init__(self, window: int):
     self.window = window
@@ -85,7 +86,7 @@ class Probe:
     self._last = None
 
   def install(self) -> None:
-    make = train_lib.make_train_step
+    make = step_lib.make_train_step
 
     def make_train_step(config, mesh):
       step_fn = make(config, mesh)
@@ -101,7 +102,7 @@ class Probe:
         return out
       return timed
 
-    train_lib.make_train_step = make_train_step
+    step_lib.make_train_step = make_train_step
 
 
 def soak_config() -> ml_collections.ConfigDict:

@@ -12,8 +12,8 @@ change nothing else in the process, and the persistent compilation cache keys on
 
 Other backends get no options (None). JAX accepts `compiler_options` only on a top-level `jax.jit`
 (not one traced inside another function, e.g. by `jax.eval_shape`), so medjax uses them for its
-train step (`train_lib.make_train_step`) and not for the predictors of `inference`, which callers
-may nest.
+train step (`training.step.make_train_step`) and not for the predictors of `inference`, which
+callers may nest.
 """
 
 import jax

@@ -19,8 +19,8 @@ import jax
 from ml_collections import config_flags
 
 from medjax import compile_cache
-from medjax import train_lib
 from medjax.configs import cli
+from medjax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to an experiment config file (experiments/*.py).", lock_config=True)
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
   print(f"medjax: training {config.model.name} on {jax.device_count()} {jax.default_backend()} "
         f"device(s); workdir {os.path.abspath(workdir)}", flush=True)
   try:
-    metrics = train_lib.train_and_evaluate(config, workdir)
+    metrics = loop.train_and_evaluate(config, workdir)
   except KeyboardInterrupt as e:
     print(str(e) or "Interrupted.", file=sys.stderr)
     sys.exit(130)

@@ -22,7 +22,6 @@ import pytest
 
 from medjax import losses
 from medjax import optim
-from medjax import train_lib
 from medjax import models
 from medjax.configs import cli
 from medjax.configs import default
@@ -31,6 +30,9 @@ from medjax.data import layouts
 from medjax.data import normalize
 from medjax.data import preprocessing
 from medjax.data import synthetic
+from medjax.training import checks
+from medjax.training import mesh as mesh_lib
+from medjax.training import step as step_lib
 import tiny
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -133,8 +135,11 @@ _METHODS = {"get", "items", "keys", "values", "to_dict", "to_json_best_effort", 
 
 
 # The modules whose `config` is always the experiment config.
-_EXPERIMENT_CONFIG_READERS = ("train_lib.py", "optim.py", "state.py", "outputs.py", "input_pipeline.py",
-                              "predict.py", "train.py", "evaluate.py")
+_EXPERIMENT_CONFIG_READERS = ("train_lib.py", "optim.py", "state.py", "outputs.py",
+                              "input_pipeline.py", "predict.py", "train.py", "evaluate.py",
+                              # medjax/training/
+                              "checks.py", "evaluator.py", "loop.py", "step.py",
+                              "tensorboard.py", "workdir.py")
 
 
 def test_code_reads_only_declared_keys():
@@ -206,18 +211,18 @@ _TINY_STEP = tiny.cli_overrides(**tiny.FAST_COMPILE)
 
 def _one_step(overrides, nan=False):
   config = _parse(REPO / "experiments" / "quickstart.py", _TINY_STEP + overrides)
-  train_lib._check_config(config)  # pylint: disable=protected-access
-  mesh = train_lib.create_mesh(jax.devices()[:1])
+  checks.check_config(config)
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   model = models.create_model(config)
-  init_key, rng = train_lib.init_and_train_keys(0)
-  state = train_lib.init_state(config, model, init_key, mesh)
+  init_key, rng = step_lib.init_and_train_keys(0)
+  state = step_lib.init_state(config, model, init_key, mesh)
   data = np.random.default_rng(0)
   shape = (2, *config.dataset.crop_size)
   batch = {"image": data.normal(size=(*shape, 2)).astype(np.float32),
            "label": data.integers(0, 4, size=shape).astype(np.int32)}
   if nan:
     batch["image"][0, 0, 0, 0, 0] = np.nan
-  state, metrics = train_lib.make_train_step(config, mesh)(state, batch, rng)
+  state, metrics = step_lib.make_train_step(config, mesh)(state, batch, rng)
   return config, state, jax.device_get(metrics)
 
 
@@ -247,7 +252,7 @@ def test_each_training_option_runs_a_step(overrides):
 def test_unreduced_loss_is_refused():
   config = _parse(REPO / "experiments" / "quickstart.py", ["--config.loss.reduction=none"])
   with pytest.raises(ValueError, match="config.loss.reduction='none'"):
-    train_lib._check_config(config)  # pylint: disable=protected-access
+    checks.check_config(config)
 
 
 def test_nonfinite_skip_runs_and_stop_is_the_default():

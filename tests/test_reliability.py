@@ -87,6 +87,9 @@ from medjax import inference
 from medjax import input_pipeline
 from medjax import io
 from medjax import train_lib
+from medjax.training import evaluator
+from medjax.training import preemption
+from medjax.training import step as step_lib
 from medjax.data import build
 from medjax.data import iseg
 from tensorboardX.proto import event_pb2
@@ -113,7 +116,7 @@ def _install_fault(kind: str, at: int, path: str | None) -> None:
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
-  real_make_train_step = train_lib.make_train_step
+  real_make_train_step = step_lib.make_train_step
 
   def make_train_step(config, mesh):
     step_fn = real_make_train_step(config, mesh)
@@ -127,7 +130,7 @@ def _install_fault(kind: str, at: int, path: str | None) -> None:
         die()
       if now["step"] == at and kind == "wait_for_signal":
         handler = signal.getsignal(signal.SIGTERM)
-        stop = getattr(handler, "__self__", None)  # train_lib._StopRequest
+        stop = getattr(handler, "__self__", None)  # preemption.StopRequest
         pathlib.Path(path).touch()
         deadline = time.monotonic() + 300
         while stop is not None and stop.signum is None and time.monotonic() < deadline:
@@ -135,10 +138,10 @@ def _install_fault(kind: str, at: int, path: str | None) -> None:
       return out
     return traced_step
 
-  train_lib.make_train_step = make_train_step
+  step_lib.make_train_step = make_train_step
 
   if kind == "kill_in_eval":
-    real_evaluate = train_lib.evaluate
+    real_evaluate = evaluator.evaluate
     real_gather = inference._gather  # pylint: disable=protected-access
     windows = {"batches": None}  # counts window batches during the target evaluation
 
@@ -153,7 +156,7 @@ def _install_fault(kind: str, at: int, path: str | None) -> None:
           die()
       return real_gather(*args, **kwargs)
 
-    train_lib.evaluate = evaluate
+    evaluator.evaluate = evaluate
     inference._gather = gather  # pylint: disable=protected-access
 
   if kind == "kill_in_checkpoint_write":
@@ -407,7 +410,7 @@ def test_two_processes_give_bitwise_identical_runs(reference, iseg_raw_dir, iseg
 
 def test_ctrl_c_sets_the_stop_flag_and_a_second_one_interrupts():
   before = signal.getsignal(signal.SIGINT)
-  with train_lib._StopRequest() as stop:  # pylint: disable=protected-access
+  with preemption.StopRequest() as stop:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.01)  # the handler runs at the next bytecode boundary
     assert stop.signum == signal.SIGINT

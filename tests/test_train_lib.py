@@ -13,8 +13,10 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from medjax import train_lib
 from medjax import models
+from medjax.training import evaluator
+from medjax.training import mesh as mesh_lib
+from medjax.training import step as step_lib
 import tiny
 
 
@@ -27,23 +29,23 @@ def _batch(config, seed=0, batch_size=None):
   return {"image": image, "label": label}
 
 
-def test_center_crop_takes_the_middle():
+def test_center_crop_to_takes_the_middle():
   x = jnp.arange(6 * 6 * 6).reshape(1, 6, 6, 6)
-  out = train_lib.center_crop(x, (2, 4, 6))
+  out = step_lib.center_crop_to(x, (2, 4, 6))
   np.testing.assert_array_equal(out, x[:, 2:4, 1:5, :])
-  assert train_lib.center_crop(x, (6, 6, 6)) is x
+  assert step_lib.center_crop_to(x, (6, 6, 6)) is x
 
 
 def test_train_step_is_deterministic_and_learns():
   config = tiny.tiny_config(**tiny.FAST_COMPILE)
-  mesh = train_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   model = models.create_model(config)
-  init_key, rng = train_lib.init_and_train_keys(0)
-  step = train_lib.make_train_step(config, mesh)
+  init_key, rng = step_lib.init_and_train_keys(0)
+  step = step_lib.make_train_step(config, mesh)
   batch = _batch(config)
   runs = []
   for _ in range(2):
-    state = train_lib.init_state(config, model, init_key, mesh)
+    state = step_lib.init_state(config, model, init_key, mesh)
     losses = []
     for _ in range(5):
       state, metrics = step(state, batch, rng)
@@ -57,14 +59,14 @@ def test_train_step_is_deterministic_and_learns():
 
 def test_nonfinite_step_keeps_parameters():
   config = tiny.tiny_config(**tiny.FAST_COMPILE)
-  mesh = train_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   model = models.create_model(config)
-  init_key, rng = train_lib.init_and_train_keys(0)
-  state = train_lib.init_state(config, model, init_key, mesh)
+  init_key, rng = step_lib.init_and_train_keys(0)
+  state = step_lib.init_state(config, model, init_key, mesh)
   before = jax.device_get((state.params, state.batch_stats, state.opt_state))
   batch = _batch(config)
   batch["image"][0, 0, 0, 0, 0] = np.nan
-  state, metrics = train_lib.make_train_step(config, mesh)(state, batch, rng)
+  state, metrics = step_lib.make_train_step(config, mesh)(state, batch, rng)
   assert float(metrics["finite"]) == 0.0
   assert int(state.step) == 1
   after = jax.device_get((state.params, state.batch_stats, state.opt_state))
@@ -88,11 +90,11 @@ def test_skipped_steps_do_not_shift_the_schedule():
   config = tiny.tiny_config(optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.1,
                             lr_schedule="step", lr_decay_steps=2, lr_decay_factor=0.5,
                             nonfinite="skip", **tiny.FAST_COMPILE)
-  mesh = train_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   model = models.create_model(config)
-  init_key, rng = train_lib.init_and_train_keys(0)
-  state = train_lib.init_state(config, model, init_key, mesh)
-  step_fn = train_lib.make_train_step(config, mesh)
+  init_key, rng = step_lib.init_and_train_keys(0)
+  state = step_lib.init_state(config, model, init_key, mesh)
+  step_fn = step_lib.make_train_step(config, mesh)
   good = _batch(config)
   bad = {k: v.copy() for k, v in good.items()}
   bad["image"][0, 0, 0, 0, 0] = np.nan
@@ -110,7 +112,7 @@ def test_skipped_steps_do_not_shift_the_schedule():
 
 def _gradients(config, state, batch, rng):
   """The gradient the train step takes for `batch` at `state` (same key, same crop)."""
-  loss_fn = train_lib.loss_fn_from_config(config)
+  loss_fn = step_lib.loss_fn_from_config(config)
   step_rng = jax.random.fold_in(rng, state.step)
 
   def compute(params):
@@ -127,20 +129,21 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     from jax.sharding import NamedSharding, PartitionSpec as P
     sys.path.insert(0, {tests!r})
     import tiny
-    from medjax import models, train_lib
+    from medjax import models
+    from medjax.training import mesh as mesh_lib, step as step_lib
     assert jax.device_count() == 4, jax.devices()
     config = tiny.tiny_config(batch_size=4, **tiny.FAST_COMPILE)
     model = models.create_model(config)
-    init_key, rng = train_lib.init_and_train_keys(0)
+    init_key, rng = step_lib.init_and_train_keys(0)
     data = np.random.default_rng(0)
     batches = [dict(image=data.normal(size=(4, 8, 8, 8, 2)).astype(np.float32),
                     label=data.integers(0, 4, size=(4, 8, 8, 8)).astype(np.int32))
                for _ in range(3)]
     out = {{}}
     for n in (1, 4):
-      mesh = train_lib.create_mesh(jax.devices()[:n])
-      state = train_lib.init_state(config, model, init_key, mesh)
-      step = train_lib.make_train_step(config, mesh)
+      mesh = mesh_lib.create_mesh(jax.devices()[:n])
+      state = step_lib.init_state(config, model, init_key, mesh)
+      step = step_lib.make_train_step(config, mesh)
       losses = []
       for b in batches:
         b = {{k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in b.items()}}
@@ -194,5 +197,5 @@ def test_val_loss_is_the_configured_loss(loss):
     return act(x)
 
   subject = {"image": logits, "label": label, "case_id": "c"}
-  metrics, _ = train_lib.evaluate(None, {}, [subject], config, predictor)
+  metrics, _ = evaluator.evaluate(None, {}, [subject], config, predictor)
   np.testing.assert_allclose(metrics["val_loss"], expected, rtol=1e-5)

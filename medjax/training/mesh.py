@@ -1,0 +1,33 @@
+"""The device mesh of data parallelism, and the global batch each host feeds into it.
+
+Data parallelism is `jax.jit` over a `Mesh` of all devices with the batch sharded on axis 'data'
+and the state replicated. XLA averages the gradients and computes BatchNorm statistics over the
+global batch, so 1 device and N devices give the same result for the same global batch (what a
+`pmap` with `lax.pmean` over gradients and BatchNorm statistics would compute). The same code runs
+on several hosts after `jax.distributed.initialize()`: each host feeds its slice of the batch.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def create_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: every device of every host)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding of the train state and the keys: a full copy on every device."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """The sharding of a batch: its first axis split over the devices of axis 'data'."""
+  return NamedSharding(mesh, P("data"))
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Assembles each host's slice of the batch into one global array sharded on 'data'."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
