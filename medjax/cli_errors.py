@@ -6,6 +6,8 @@ import contextlib
 import sys
 from typing import Iterator
 
+from absl import app
+
 
 @contextlib.contextmanager
 def exit_on_error(prog: str, errors: tuple[type[BaseException], ...] = (ValueError,
@@ -22,3 +24,13 @@ def exit_on_error(prog: str, errors: tuple[type[BaseException], ...] = (ValueErr
   except errors as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     sys.exit(1)
+
+
+def no_positional_arguments(argv: list[str]) -> None:
+  """absl passes the program name and any words left after the flags; medjax's tools take none.
+
+  Raises:
+    app.UsageError: a positional argument (absl prints it with the usage, exit status 1).
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

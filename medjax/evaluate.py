@@ -85,8 +85,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli_errors.no_positional_arguments(argv)
   num_classes = FLAGS.num_classes if FLAGS["num_classes"].present else None
   with cli_errors.exit_on_error("medjax.evaluate"):
     evaluation.run(FLAGS.pred, FLAGS.label, output_dir=FLAGS.output_dir,

@@ -86,8 +86,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli_errors.no_positional_arguments(argv)
   if not FLAGS["verbosity"].present:  # orbax logs every restore step at INFO
     logging.set_verbosity(logging.WARNING)
   compile_cache.enable_from_flag(FLAGS.compile_cache, prog="medjax.predict")

@@ -24,9 +24,9 @@ def preprocessing_of(workdir: str, config: Any) -> preprocessing_lib.Preprocessi
 def _config_preprocessing(config: Any) -> preprocessing_lib.Preprocessing:
   """The normalisation alone that a config names (runs without preprocessing.json)."""
   k, c = int(config.dataset.num_classes), int(config.dataset.num_modalities)
-  iseg = datasets.ISEG2017_NAMES
-  if (k, c) == (len(iseg.class_names), len(iseg.channel_names)):
-    names = iseg
+  iseg_names = datasets.ISEG2017_NAMES
+  if (k, c) == (len(iseg_names.class_names), len(iseg_names.channel_names)):
+    names = iseg_names
   else:
     names = datasets.DatasetNames(tuple(f"channel{i}" for i in range(c)),
                                   labels.default_class_names(k), tuple(range(k)))
