@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medjax import io
+from medjax import labels
 from medjax.data import iseg
 
 
@@ -22,6 +23,24 @@ def _write_subject(folder, sid, shape=(4, 5, 6), *, label=True, t2_shape=None, t
     lab = np.asarray(label_values, np.uint8)[rng.integers(0, len(label_values), size=shape)]
     io.save_image(folder / f"subject-{sid}-label.hdr", lab[..., None], np.eye(4))
   return t1, t2, lab
+
+
+def test_label_mapping():
+  # iSeg's values through the one value map (`medjax.labels`), as load_subject uses it.
+  values = np.array([[0, 10], [150, 250]], np.uint8)
+  classes = labels.values_to_classes(values, iseg.LABEL_VALUES)
+  np.testing.assert_array_equal(classes, [[0, 1], [2, 3]])
+  assert classes.dtype == np.uint8
+  np.testing.assert_array_equal(labels.classes_to_values(classes, iseg.LABEL_VALUES), values)
+  np.testing.assert_array_equal(
+      labels.values_to_classes(np.array([250.0, 10.0]), iseg.LABEL_VALUES), [3, 1])
+  with pytest.raises(ValueError, match=r"seg\.img: label values \[7, 300\] are not declared; "
+                                       r"expected the declared values \[0, 10, 150, 250\]"):
+    labels.values_to_classes(np.array([0, 7, 300, 10]), iseg.LABEL_VALUES, source="seg.img")
+  with pytest.raises(ValueError, match="label values must be integers"):
+    labels.values_to_classes(np.array([10.5]), iseg.LABEL_VALUES)
+  with pytest.raises(ValueError, match="class ids must be in 0..3"):
+    labels.classes_to_values(np.array([0, 4]), iseg.LABEL_VALUES)
 
 
 def test_find_subjects_download_layout(iseg_raw_dir):

@@ -34,24 +34,6 @@ def test_values_to_classes_and_back():
     labels.classes_to_values(np.array([2]), (0, 5))
 
 
-def test_iseg_values_through_the_one_map():
-  # What iseg.values_to_classes / classes_to_values did, now the generic map with iSeg's values.
-  values = np.array([[0, 10], [150, 250]], np.uint8)
-  classes = labels.values_to_classes(values, iseg.LABEL_VALUES)
-  np.testing.assert_array_equal(classes, [[0, 1], [2, 3]])
-  assert classes.dtype == np.uint8
-  np.testing.assert_array_equal(labels.classes_to_values(classes, iseg.LABEL_VALUES), values)
-  np.testing.assert_array_equal(
-      labels.values_to_classes(np.array([250.0, 10.0]), iseg.LABEL_VALUES), [3, 1])
-  with pytest.raises(ValueError, match=r"seg\.img: label values \[7, 300\] are not declared; "
-                                       r"expected the declared values \[0, 10, 150, 250\]"):
-    labels.values_to_classes(np.array([0, 7, 300, 10]), iseg.LABEL_VALUES, source="seg.img")
-  with pytest.raises(ValueError, match="label values must be integers"):
-    labels.values_to_classes(np.array([10.5]), iseg.LABEL_VALUES)
-  with pytest.raises(ValueError, match="class ids must be in 0..3"):
-    labels.classes_to_values(np.array([0, 4]), iseg.LABEL_VALUES)
-
-
 def test_iseg2017_is_the_one_source_of_its_names():
   assert labels.ISEG2017.class_names == ("background", "CSF", "GM", "WM")
   assert labels.ISEG2017.label_values == ISEG_VALUES
