@@ -209,4 +209,5 @@ def kfold(case_ids_: Sequence[str], *, num_folds: int = 5, fold: int = 0,
   order = np.random.RandomState(seed).permutation(len(ids))
   parts = np.array_split(order, num_folds)
   val = set(int(i) for i in parts[fold])
-  return ([c for i, c in enumerate(ids) if i not in val], [c for i, c in enumerate(ids) if i in val])
+  return ([c for i, c in enumerate(ids) if i not in val],
+          [c for i, c in enumerate(ids) if i in val])

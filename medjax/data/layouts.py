@@ -31,12 +31,10 @@ Case ids are the `{case}` part (nnU-Net) or the listed image's file name without
 (Decathlon). Names starting with `.` (macOS `._*` and `.DS_Store` files, which the real Decathlon
 download holds) are ignored; any other file that does not belong to the layout is an error.
 `read_dataset` reads `dataset.json`, lists the folders and reads every file's header (not its
-voxels) to check channel counts and grids; `load_case` (`medjax.data.case_files`) loads one case and
-checks its values; `find_image_cases` (`medjax.data.image_folders`) lists a folder of images to
-segment. Both are importable from here too, as the dataset READMEs name them.
+voxels) to check channel counts and grids. `load_case` (`medjax.data.case_files`) loads one case
+and checks its values; `find_image_cases` (`medjax.data.image_folders`) lists a folder of images
+to segment. Both are importable from here too, as docs and the dataset READMEs name them here.
 """
-
-from __future__ import annotations
 
 from __future__ import annotations
 
@@ -46,7 +44,7 @@ import pathlib
 
 from medjax.data import dataset_json
 from medjax.data import image_folders
-# Re-exported: docs and the dataset READMEs name `medjax.data.layouts.load_case` and friends.
+# Case, load_case and find_image_cases are re-exported (see the module docstring).
 from medjax.data.case_files import Case
 from medjax.data.case_files import CaseFiles
 from medjax.data.case_files import check_headers
