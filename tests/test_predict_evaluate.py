@@ -252,3 +252,14 @@ def test_exit_on_error_reports_one_line(capsys):
   with pytest.raises(KeyError):  # other errors are bugs: they keep their traceback
     with cli_errors.exit_on_error("medjax.x"):
       raise KeyError("k")
+
+
+def test_import_boundaries():
+  def run(code):
+    return subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True,
+                          text=True, cwd=REPO, check=True).stdout.strip()
+  # The evaluate CLI and its library load no JAX (fast startup)...
+  assert run("import medjax.evaluate, medjax.evaluation, medjax.labels\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))") == "[]"
+  # ... and predict no longer goes through the evaluate CLI for its class names.
+  assert run("import medjax.predict\nprint('medjax.evaluate' in sys.modules)") == "False"
