@@ -18,6 +18,10 @@ import numpy as np
 
 PathLike = str | os.PathLike
 
+# The image files of one scan (channels, label) must have affines equal to this tolerance (mm)
+# to count as one voxel grid: iSeg subjects, nnU-Net / Decathlon cases, `medjax.predict` inputs.
+AFFINE_ATOL = 1e-4
+
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ANALYZE_SUFFIXES = (".hdr", ".img")
 

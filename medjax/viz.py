@@ -15,9 +15,10 @@ from matplotlib.figure import Figure
 import nibabel as nib
 import numpy as np
 
+from medjax import labels as labels_lib
+
 # Fixed colours for class ids 0..3 (background, CSF, GM, WM), so pictures compare across runs.
 CLASS_COLORS = ("#000000", "#1f77b4", "#d62728", "#f2e205")
-DEFAULT_CLASS_NAMES = ("background", "CSF", "GM", "WM")
 VIEWS = ("axial", "coronal", "sagittal")
 
 
@@ -59,7 +60,7 @@ def _check_labels(name: str, labels: np.ndarray, shape: tuple[int, ...], num_col
 def comparison_figure(image: np.ndarray, label: np.ndarray | None, prediction: np.ndarray, *,
                       affine: np.ndarray | None = None,
                       spacing: Sequence[float] | None = None,
-                      class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+                      class_names: Sequence[str] = labels_lib.ISEG2017.class_names,
                       title: str | None = None, legend: bool = True, dpi: int = 80) -> Figure:
   """A figure: rows = axial, coronal, sagittal median slices; columns = T1, truth, prediction.
 

@@ -28,8 +28,9 @@ import sys
 import numpy as np
 import pytest
 
-from medjax import evaluate
+from medjax import evaluation
 from medjax import io
+from medjax import labels
 from medjax.data import datasets
 from medjax.data import layouts
 from medjax.data import preprocessing
@@ -104,7 +105,7 @@ def test_nnunet_named_folders_pair_up(tmp_path):
   io.save_image(pred_dir / "case_001-probabilities.nii.gz", np.zeros((4, 4, 4, 2), np.float32),
                 np.eye(4))
   (pred_dir / "._case_001.nii.gz").write_bytes(b"macOS resource fork")
-  pairs = evaluate.match_files(pred_dir, label_dir)
+  pairs = evaluation.match_files(pred_dir, label_dir)
   assert [(k, p.name, l.name) for k, p, l in pairs] == [
       ("case_001", "case_001.nii.gz", "case_001.nii.gz"),
       ("case_002", "case_002.nii.gz", "case_002.nii.gz")]
@@ -115,8 +116,8 @@ def test_labels_folder_takes_every_image_file(tmp_path):
   for folder in ("labelsTr", "other"):
     for case in ("seg_001", "case_002"):
       io.save_image(tmp_path / folder / f"{case}.nii", np.zeros((4, 4, 4), np.uint8), np.eye(4))
-  assert sorted(evaluate._label_maps(tmp_path / "labelsTr")) == ["case_002", "seg_001"]
-  assert sorted(evaluate._label_maps(tmp_path / "other")) == ["seg_001"]
+  assert sorted(evaluation.matching._label_maps(tmp_path / "labelsTr")) == ["case_002", "seg_001"]
+  assert sorted(evaluation.matching._label_maps(tmp_path / "other")) == ["seg_001"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_labels_folder_takes_every_image_file(tmp_path):
 
 
 def test_class_names_from_workdir(tmp_path):
-  spec = evaluate.labels_from_workdir(_brats_workdir(tmp_path))
+  spec = labels.labels_from_workdir(_brats_workdir(tmp_path))
   assert spec.class_names == ("background", "NCR_NET", "ED", "ET")
   assert spec.label_values == (0, 1, 2, 4)
   assert spec.regions == {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
@@ -133,19 +134,20 @@ def test_class_names_from_workdir(tmp_path):
   old.mkdir()
   (old / "config.json").write_text(json.dumps({"dataset": {"num_classes": 3}}))
   (old / "checkpoints").mkdir()
-  spec = evaluate.labels_from_workdir(old / "checkpoints")  # its checkpoints/ folder works too
+  spec = labels.labels_from_workdir(old / "checkpoints")  # its checkpoints/ folder works too
   assert spec.class_names == ("class0", "class1", "class2") and spec.label_values == (0, 1, 2)
 
 
 def test_class_names_from_dataset_json(tmp_path, capsys):
   root = synthetic.write_nnunet_layout(tmp_path / "Dataset001", shape=(12, 14, 10), num_train=2)
-  spec = evaluate.labels_from_dataset_json(root / "dataset.json")
+  spec = labels.labels_from_dataset_json(root / "dataset.json")
   described = layouts.read_dataset(root)
   assert spec.class_names == described.class_names == ("background", "CSF", "GM", "WM")
   assert spec.label_values == described.label_values and not spec.regions
   # The labels scored against themselves: every class perfect, under the dataset's names.
-  results = evaluate.run(str(root / "labelsTr"), str(root / "labelsTr"),
-                         output_dir=str(tmp_path / "out"), dataset_json=str(root / "dataset.json"))
+  results = evaluation.run(str(root / "labelsTr"), str(root / "labelsTr"),
+                           output_dir=str(tmp_path / "out"),
+                           dataset_json=str(root / "dataset.json"))
   assert list(results) == ["brain_001", "brain_002"]
   for per_class in results.values():
     assert per_class == {k: {"dice": 1.0, "hd95": 0.0, "assd": 0.0} for k in (1, 2, 3)}
@@ -158,11 +160,11 @@ def test_decathlon_and_region_labels(tmp_path):
   path = tmp_path / "dataset.json"
   path.write_text(json.dumps({"modality": {"0": "FLAIR"}, "labels": {
       "0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}}))
-  spec = evaluate.labels_from_dataset_json(tmp_path)  # the folder works as well
+  spec = labels.labels_from_dataset_json(tmp_path)  # the folder works as well
   assert spec.class_names == ("background", "edema", "non-enhancing tumor", "enhancing tumour")
   assert spec.label_values == (0, 1, 2, 3) and not spec.regions
   path.write_text(json.dumps(BRATS_DATASET_JSON))
-  spec = evaluate.labels_from_dataset_json(path)
+  spec = labels.labels_from_dataset_json(path)
   assert spec.class_names == ("background", "label_1", "label_2", "label_4")
   assert spec.label_values == (0, 1, 2, 4)
   assert spec.regions == {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
@@ -171,7 +173,7 @@ def test_decathlon_and_region_labels(tmp_path):
 @pytest.mark.parametrize("pred_values", [False, True])
 def test_brats_values_and_regions_by_hand(tmp_path, capsys, pred_values):
   pred_dir, label_dir = _write_brats(tmp_path, pred_values=pred_values)
-  results = evaluate.run(str(pred_dir), str(label_dir), workdir=str(_brats_workdir(tmp_path)))
+  results = evaluation.run(str(pred_dir), str(label_dir), workdir=str(_brats_workdir(tmp_path)))
   assert list(results) == ["BraTS_001"]
   assert list(results["BraTS_001"]) == [1, 2, 3, "WT", "TC", "ET"]
   _check_brats(results["BraTS_001"])
@@ -196,11 +198,11 @@ def test_values_flag(tmp_path):
   pred_dir, label_dir = _write_brats(tmp_path)  # predictions in class ids: ET is 3
   with pytest.raises(ValueError, match=r"BraTS_001.nii.gz: label values \[0, 2, 3\] are not the "
                      r"dataset's label values \(0, 1, 2, 4\) \(--values dataset\)"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=workdir, values="dataset")
-  _check_brats(evaluate.run(str(pred_dir), str(label_dir), workdir=workdir,
-                            values="class_ids")["BraTS_001"])
+    evaluation.run(str(pred_dir), str(label_dir), workdir=workdir, values="dataset")
+  _check_brats(evaluation.run(str(pred_dir), str(label_dir), workdir=workdir,
+                              values="class_ids")["BraTS_001"])
   with pytest.raises(ValueError, match="--values 'ids'"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=workdir, values="ids")
+    evaluation.run(str(pred_dir), str(label_dir), workdir=workdir, values="ids")
 
 
 def test_ambiguous_maps(tmp_path):
@@ -212,8 +214,8 @@ def test_ambiguous_maps(tmp_path):
   mask[2:5, 2:5, 2:5] = 1
   io.save_image(tmp_path / "labelsTr" / "c.nii.gz", mask * 2, np.eye(4))  # truth: a
   io.save_image(tmp_path / "pred" / "c.nii.gz", mask * 2, np.eye(4))
-  run = lambda values: evaluate.run(str(tmp_path / "pred"), str(tmp_path / "labelsTr"),
-                                    dataset_json=str(tmp_path), values=values)["c"]
+  run = lambda values: evaluation.run(str(tmp_path / "pred"), str(tmp_path / "labelsTr"),
+                                      dataset_json=str(tmp_path), values=values)["c"]
   # Ground truth: dataset values, class 1. Prediction, auto: class ids, class 2.
   auto = run("auto")
   assert auto[1]["dice"] == 0.0 and auto[2]["dice"] == 0.0
@@ -252,36 +254,36 @@ def test_errors_name_the_file(tmp_path):
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match=r"empty: holds neither preprocessing.json nor "
                      "config.json"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=str(empty))
+    evaluation.run(str(pred_dir), str(label_dir), workdir=str(empty))
   with pytest.raises(FileNotFoundError, match="--workdir .*nowhere does not exist"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=str(tmp_path / "nowhere"))
+    evaluation.run(str(pred_dir), str(label_dir), workdir=str(tmp_path / "nowhere"))
   (empty / "config.json").write_text("{not json")
   with pytest.raises(ValueError, match=r"empty/config.json: cannot read dataset.num_classes"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=str(empty))
+    evaluation.run(str(pred_dir), str(label_dir), workdir=str(empty))
   bad = tmp_path / "bad.json"
   bad.write_text("{")
   with pytest.raises(ValueError, match=r"bad.json: not valid JSON"):
-    evaluate.run(str(pred_dir), str(label_dir), dataset_json=str(bad))
+    evaluation.run(str(pred_dir), str(label_dir), dataset_json=str(bad))
   bad.write_text(json.dumps({"channel_names": {"0": "CT"}}))
   with pytest.raises(ValueError, match=r"bad.json: no 'labels' object"):
-    evaluate.labels_from_dataset_json(bad)
+    labels.labels_from_dataset_json(bad)
   bad.write_text(json.dumps({"labels": {"background": 0, "tumour": "one"}}))
   with pytest.raises(ValueError, match=r"bad.json: label 'tumour'"):
-    evaluate.labels_from_dataset_json(bad)
+    labels.labels_from_dataset_json(bad)
   with pytest.raises(FileNotFoundError, match="--dataset_json .*missing.json does not exist"):
-    evaluate.labels_from_dataset_json(tmp_path / "missing.json")
+    labels.labels_from_dataset_json(tmp_path / "missing.json")
   workdir = str(_brats_workdir(tmp_path))
   with pytest.raises(ValueError, match="give one of them"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=workdir, dataset_json=str(bad))
+    evaluation.run(str(pred_dir), str(label_dir), workdir=workdir, dataset_json=str(bad))
   with pytest.raises(ValueError, match=r"--num_classes=3, but .*preprocessing.json has 4"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=workdir, num_classes=3)
+    evaluation.run(str(pred_dir), str(label_dir), workdir=workdir, num_classes=3)
   # Label values that fit neither convention: 7 is no class id and no BraTS value.
   truth, _ = _brats_case()
   truth[0, 0, 0] = 7
   io.save_image(pred_dir / "BraTS_001.nii.gz", truth, np.eye(4))
   with pytest.raises(ValueError, match=r"pred/BraTS_001.nii.gz: label values \[0, 1, 2, 3, 7\] "
                      r"are neither class ids 0..3 nor the dataset's label values \(0, 1, 2, 4\)"):
-    evaluate.run(str(pred_dir), str(label_dir), workdir=workdir)
+    evaluation.run(str(pred_dir), str(label_dir), workdir=workdir)
 
 
 def test_cli_reports_a_bad_workdir(tmp_path):

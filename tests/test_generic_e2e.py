@@ -13,7 +13,7 @@ import pytest
 
 import tiny
 from conftest import REPO, load_experiment_config
-from medjax import predict
+from medjax import prediction
 from medjax import train_lib
 from medjax.data import datasets
 from medjax.data import preprocessing as preprocessing_lib
@@ -95,9 +95,9 @@ def test_predict_folder_and_single_case_keep_each_file_geometry(trained):
     images = [str(raw / "imagesTr" / f"brain_002_{c:04d}.nii.gz") for c in range(3)]
   else:
     images = [str(raw / "imagesTr" / "brain_002.nii.gz")]
-  results = predict.run(str(work), output_dir=str(tmp / "single"), images=images,
-                        label=str(raw / "labelsTr" / "brain_002.nii.gz"), values="dataset",
-                        png=False)
+  results = prediction.run(str(work), output_dir=str(tmp / "single"), images=images,
+                           label=str(raw / "labelsTr" / "brain_002.nii.gz"), values="dataset",
+                           png=False)
   assert results[0]["name"] == "brain_002" and len(results[0]["dice"]) == 4
   _check_same_geometry(results[0]["files"]["label"], pathlib.Path(images[0]))
   label = np.asarray(nib.load(results[0]["files"]["label"]).dataobj)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medjax import io
+from medjax import labels
 from medjax.data import iseg
 
 
@@ -25,18 +26,21 @@ def _write_subject(folder, sid, shape=(4, 5, 6), *, label=True, t2_shape=None, t
 
 
 def test_label_mapping():
+  # iSeg's values through the one value map (`medjax.labels`), as load_subject uses it.
   values = np.array([[0, 10], [150, 250]], np.uint8)
-  classes = iseg.values_to_classes(values)
+  classes = labels.values_to_classes(values, iseg.LABEL_VALUES)
   np.testing.assert_array_equal(classes, [[0, 1], [2, 3]])
   assert classes.dtype == np.uint8
-  np.testing.assert_array_equal(iseg.classes_to_values(classes), values)
-  np.testing.assert_array_equal(iseg.values_to_classes(np.array([250.0, 10.0])), [3, 1])
-  with pytest.raises(ValueError, match=r"seg\.img: label values must be in .*\[7, 300\]"):
-    iseg.values_to_classes(np.array([0, 7, 300, 10]), source="seg.img")
-  with pytest.raises(ValueError, match="label values"):
-    iseg.values_to_classes(np.array([10.5]))
+  np.testing.assert_array_equal(labels.classes_to_values(classes, iseg.LABEL_VALUES), values)
+  np.testing.assert_array_equal(
+      labels.values_to_classes(np.array([250.0, 10.0]), iseg.LABEL_VALUES), [3, 1])
+  with pytest.raises(ValueError, match=r"seg\.img: label values \[7, 300\] are not declared; "
+                                       r"expected the declared values \[0, 10, 150, 250\]"):
+    labels.values_to_classes(np.array([0, 7, 300, 10]), iseg.LABEL_VALUES, source="seg.img")
+  with pytest.raises(ValueError, match="label values must be integers"):
+    labels.values_to_classes(np.array([10.5]), iseg.LABEL_VALUES)
   with pytest.raises(ValueError, match="class ids must be in 0..3"):
-    iseg.classes_to_values(np.array([0, 4]))
+    labels.classes_to_values(np.array([0, 4]), iseg.LABEL_VALUES)
 
 
 def test_find_subjects_download_layout(iseg_raw_dir):
@@ -106,7 +110,8 @@ def test_load_subject_values(tmp_path):
 @pytest.mark.parametrize("kwargs, file, message", [
     (dict(t2_shape=(4, 5, 7)), "subject-1-T2.hdr", r"shape \(4, 5, 7\) does not match"),
     (dict(t2_zoom=2.0), "subject-1-T2.hdr", "affine"),
-    (dict(label_values=(0, 10, 99)), "subject-1-label.hdr", r"label values must be in .*99"),
+    (dict(label_values=(0, 10, 99)), "subject-1-label.hdr",
+     r"label values \[99\] are not declared; expected the declared values \[0, 10, 150, 250\]"),
 ])
 def test_load_subject_rejects(tmp_path, kwargs, file, message):
   _write_subject(tmp_path, 1, **kwargs)

@@ -500,30 +500,3 @@ def test_load_case_grids_checked_without_read_dataset(nnunet_root):
   _move_grid(files.label, shape=(4, 5, 5))
   with pytest.raises(ValueError, match=r"case_a\.nii\.gz: grid \(4, 5, 5\)"):
     layouts.load_case(files)
-
-
-# ---------------------------------------------------------------------------------------------
-# Label value mapping.
-
-
-def test_values_to_classes_and_back():
-  values = np.array([[[0, 10], [250, 150]]], np.int16)
-  classes = layouts.values_to_classes(values, (0, 10, 150, 250))
-  assert classes.dtype == np.uint8
-  np.testing.assert_array_equal(classes, [[[0, 1], [3, 2]]])
-  np.testing.assert_array_equal(layouts.classes_to_values(classes, (0, 10, 150, 250)), values)
-  # Order of label_values is the class order, not sorted order.
-  np.testing.assert_array_equal(layouts.values_to_classes(values, (0, 250, 10, 150)),
-                                [[[0, 2], [1, 3]]])
-  # Integral floats (labels saved as float) are fine, fractions are not.
-  np.testing.assert_array_equal(layouts.values_to_classes(np.array([0.0, 2.0]), None), [0, 2])
-  with pytest.raises(ValueError, match=r"lab\.nii: label values must be integers, found \[0\.5\]"):
-    layouts.values_to_classes(np.array([0.0, 0.5]), None, source="lab.nii")
-  with pytest.raises(ValueError, match=r"label values \[256, 1000000000\] are not declared"):
-    layouts.values_to_classes(np.array([0, 256, 10**9]), None)
-  with pytest.raises(ValueError, match=r"label values \[-1\] are not declared"):
-    layouts.values_to_classes(np.array([-1, 1]), (0, 1))
-  with pytest.raises(ValueError, match="distinct integers"):
-    layouts.values_to_classes(np.array([0]), (0, 0))
-  with pytest.raises(ValueError, match="class ids must be in 0..1"):
-    layouts.classes_to_values(np.array([2]), (0, 5))

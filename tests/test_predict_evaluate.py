@@ -11,8 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medjax import evaluate
+from medjax import evaluation
 from medjax import io
+from medjax import labels
 import tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def _write_pair(tmp_path):
 
 def test_evaluate_folders_by_hand(tmp_path, capsys):
   pred_dir, label_dir = _write_pair(tmp_path)
-  results = evaluate.run(str(pred_dir), str(label_dir), output_dir=str(tmp_path / "out"))
+  results = evaluation.run(str(pred_dir), str(label_dir), output_dir=str(tmp_path / "out"))
   assert list(results) == ["subject-1"]
   csf = results["subject-1"][1]
   assert csf["dice"] == pytest.approx(0.5)
@@ -88,8 +89,8 @@ def test_evaluate_normalized_surface_dice_by_hand(tmp_path, capsys):
   NSD(1 mm) = 2 * (24 + 4 + 12) / 112 = 5/7; NSD(0.5 mm) = 2 * 24 / 112 = 3/7."""
   pred_dir, label_dir = _write_pair(tmp_path)
   for tolerance, expected in ((1.0, 5 / 7), (0.5, 3 / 7), (2.0, 1.0)):
-    results = evaluate.run(str(pred_dir), str(label_dir), output_dir=str(tmp_path / "out"),
-                           nsd_tolerance=tolerance)
+    results = evaluation.run(str(pred_dir), str(label_dir), output_dir=str(tmp_path / "out"),
+                             nsd_tolerance=tolerance)
     assert results["subject-1"][1]["nsd"] == pytest.approx(expected)
     assert results["subject-1"][2]["nsd"] == 1.0
   assert "NSD" in capsys.readouterr().out
@@ -98,7 +99,7 @@ def test_evaluate_normalized_surface_dice_by_hand(tmp_path, capsys):
   doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert doc["units"]["nsd"] == "fraction" and doc["mean"]["CSF"]["nsd"] == pytest.approx(1.0)
   with pytest.raises(ValueError, match="nsd_tolerance"):
-    evaluate.run(str(pred_dir), str(label_dir), nsd_tolerance=-1.0)
+    evaluation.run(str(pred_dir), str(label_dir), nsd_tolerance=-1.0)
 
 
 def test_evaluate_two_files_and_empty_class(tmp_path):
@@ -108,7 +109,7 @@ def test_evaluate_two_files_and_empty_class(tmp_path):
   pred = np.zeros(shape, np.uint8)  # CSF missed entirely
   io.save_image(tmp_path / "a-pred.nii", pred, np.eye(4))
   io.save_image(tmp_path / "a-label.nii", truth, np.eye(4))
-  results = evaluate.run(str(tmp_path / "a-pred.nii"), str(tmp_path / "a-label.nii"))
+  results = evaluation.run(str(tmp_path / "a-pred.nii"), str(tmp_path / "a-label.nii"))
   csf, gm = results["a"][1], results["a"][2]
   assert csf["dice"] == 0.0 and csf["hd95"] == np.inf and csf["assd"] == np.inf
   assert np.isnan(gm["dice"]) and np.isnan(gm["hd95"])
@@ -121,16 +122,16 @@ def test_evaluate_errors(tmp_path):
   io.save_image(tmp_path / "l" / "subject-1-label.nii", np.zeros((4, 4, 5), np.uint8), np.eye(4))
   io.save_image(tmp_path / "l" / "subject-2-label.nii", np.full((4, 4, 4), 7, np.uint8), np.eye(4))
   with pytest.raises(ValueError, match=r"subject-1-label.nii: shape \(4, 4, 4\) differs"):
-    evaluate.run(str(tmp_path / "p"), str(tmp_path / "l"))
+    evaluation.run(str(tmp_path / "p"), str(tmp_path / "l"))
   with pytest.raises(ValueError, match="neither class ids"):
-    evaluate.load_label_map(tmp_path / "l" / "subject-2-label.nii")
+    labels.load_label_map(tmp_path / "l" / "subject-2-label.nii")
   with pytest.raises(FileNotFoundError, match="--pred"):
-    evaluate.match_files(tmp_path / "missing", tmp_path / "l")
+    evaluation.match_files(tmp_path / "missing", tmp_path / "l")
   with pytest.raises(ValueError, match="two files or two folders"):
-    evaluate.match_files(tmp_path / "p" / "subject-1-label.nii", tmp_path / "l")
+    evaluation.match_files(tmp_path / "p" / "subject-1-label.nii", tmp_path / "l")
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="No subject"):
-    evaluate.match_files(tmp_path / "empty", tmp_path / "l")
+    evaluation.match_files(tmp_path / "empty", tmp_path / "l")
 
 
 def test_evaluate_cli_reports_errors(tmp_path):
@@ -146,31 +147,32 @@ def test_evaluate_cli_reports_errors(tmp_path):
 
 
 def test_load_case_checks_geometry(tmp_path):
-  from medjax import predict  # pylint: disable=g-import-not-at-top
+  from medjax import prediction  # pylint: disable=g-import-not-at-top
   io.save_image(tmp_path / "s-T1.nii.gz", np.ones((6, 5, 4, 1), np.float32), _affine((1, 1, 1)))
   io.save_image(tmp_path / "s-T2.nii.gz", np.ones((6, 5, 4), np.float32), _affine((1, 1, 1)))
   io.save_image(tmp_path / "other-T2.nii", np.ones((6, 5, 3), np.float32), _affine((1, 1, 1)))
   io.save_image(tmp_path / "moved-T2.nii", np.ones((6, 5, 4), np.float32), _affine((1, 1, 2)))
-  case = predict.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "s-T2.nii.gz"))
+  case = prediction.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "s-T2.nii.gz"))
   assert case.name == "s" and case.image.shape == (6, 5, 4, 2) and case.disk_shape == (6, 5, 4, 1)
   with pytest.raises(ValueError, match=r"other-T2.nii: shape \(6, 5, 3\) differs from the T1"):
-    predict.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "other-T2.nii"))
+    prediction.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "other-T2.nii"))
   with pytest.raises(ValueError, match="moved-T2.nii: affine"):
-    predict.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "moved-T2.nii"))
+    prediction.load_case(str(tmp_path / "s-T1.nii.gz"), str(tmp_path / "moved-T2.nii"))
   (tmp_path / "junk.nii").write_bytes(b"not an image")
   with pytest.raises(ValueError, match="junk.nii: not a readable"):
-    predict.load_case(str(tmp_path / "junk.nii"))
+    prediction.load_case(str(tmp_path / "junk.nii"))
 
 
 def test_write_outputs_keeps_geometry(tmp_path):
-  from medjax import predict  # pylint: disable=g-import-not-at-top
+  from medjax import prediction  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   probs = rng.dirichlet(np.ones(4), size=(6, 5, 4)).astype(np.float32)
   affine = _affine((1.0, 1.5, 2.0))
-  case = predict.Case(name="subject-3", image=rng.random((6, 5, 4, 2), dtype=np.float32),
-                      label=None, affine=affine, spacing=(1.0, 1.5, 2.0), disk_shape=(6, 5, 4, 1))
-  files = predict.write_outputs(case, probs, str(tmp_path), fmt="nii.gz", values="iseg",
-                                save_probabilities=True)
+  case = prediction.Case(name="subject-3", image=rng.random((6, 5, 4, 2), dtype=np.float32),
+                         label=None, affine=affine, spacing=(1.0, 1.5, 2.0),
+                         disk_shape=(6, 5, 4, 1))
+  files = prediction.write_outputs(case, probs, str(tmp_path), fmt="nii.gz", values="iseg",
+                                   save_probabilities=True)
   img = nib.load(files["label"])
   assert img.shape == (6, 5, 4, 1)
   np.testing.assert_allclose(img.affine, affine)
@@ -183,13 +185,13 @@ def test_write_outputs_keeps_geometry(tmp_path):
 
 
 def test_predict_reports_bad_workdir(tmp_path):
-  from medjax import predict  # pylint: disable=g-import-not-at-top
+  from medjax import prediction  # pylint: disable=g-import-not-at-top
   io.save_image(tmp_path / "s-T1.nii", np.ones((6, 5, 4), np.float32), np.eye(4))
   with pytest.raises(FileNotFoundError, match="nowhere"):
-    predict.run(str(tmp_path / "nowhere"), output_dir=str(tmp_path / "out"),
-                t1=str(tmp_path / "s-T1.nii"))
+    prediction.run(str(tmp_path / "nowhere"), output_dir=str(tmp_path / "out"),
+                   t1=str(tmp_path / "s-T1.nii"))
   with pytest.raises(ValueError, match="either --t1"):
-    predict.run(str(tmp_path), output_dir=str(tmp_path / "out"))
+    prediction.run(str(tmp_path), output_dir=str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
 
 
@@ -238,3 +240,32 @@ def test_train_then_predict_in_fresh_processes(iseg_raw_dir, iseg_data_dir, tmp_
                f"--output_dir={tmp_path / 'one'}"], timeout=600)
   assert proc.returncode == 1 and "trained on 2" in proc.stderr
   assert not (tmp_path / "one").exists()
+
+
+def test_exit_on_error_reports_one_line(capsys):
+  from medjax import cli_errors  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as e:
+    with cli_errors.exit_on_error("medjax.x"):
+      raise FileNotFoundError("--pred p does not exist")
+  assert e.value.code == 1
+  assert capsys.readouterr().err == "medjax.x: error: --pred p does not exist\n"
+  with pytest.raises(KeyError):  # other errors are bugs: they keep their traceback
+    with cli_errors.exit_on_error("medjax.x"):
+      raise KeyError("k")
+
+
+def test_import_boundaries():
+  from medjax import prediction  # pylint: disable=g-import-not-at-top
+
+  def run(code):
+    return subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True,
+                          text=True, cwd=REPO, check=True).stdout.strip()
+  # The evaluate CLI and its library load no JAX (fast startup)...
+  assert run("import medjax.evaluate, medjax.evaluation, medjax.labels\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))") == "[]"
+  # ... and predict no longer goes through the evaluate CLI for its class names.
+  assert run("import medjax.predict\nprint('medjax.evaluate' in sys.modules)") == "False"
+  # README's script examples call these through `medjax.predict`.
+  from medjax import predict  # pylint: disable=g-import-not-at-top
+  assert (predict.load_case, predict.segment, predict.preprocessing_of, predict.run) == (
+      prediction.load_case, prediction.segment, prediction.preprocessing_of, prediction.run)

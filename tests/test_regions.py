@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medjax import checkpoint
-from medjax import predict
+from medjax import prediction
 from medjax import regions
 from medjax import train_lib
 from medjax import outputs
@@ -62,9 +62,9 @@ def test_region_training_validates_and_predicts(iseg_config, iseg_raw_dir, tmp_p
   assert saved.dataset.regions == nested
   assert outputs.output_activation(saved) == "sigmoid"
   t1 = next(iseg_raw_dir.rglob("subject-1-T1.hdr"))
-  case = predict.load_case(str(t1), str(t1).replace("-T1", "-T2"))
-  image = predict.check_modalities(case, saved, str(workdir))
-  probs = predict.segment(model, variables, saved, image, affine=case.affine)
+  case = prediction.load_case(str(t1), str(t1).replace("-T1", "-T2"))
+  image = prediction.check_modalities(case, saved, str(workdir))
+  probs = prediction.segment(model, variables, saved, image, affine=case.affine)
   assert probs.shape[-1] == 3 and probs.min() >= 0 and probs.max() <= 1
   classes = outputs.output_classes(probs, saved)
   assert set(np.unique(classes)) <= {0, 1, 2, 3}

@@ -2,7 +2,9 @@
 
 Modules (none imports JAX, so the TFDS builders can use them in any environment):
 
-- `layouts`: the nnU-Net v2 raw and Medical Segmentation Decathlon layouts; the case loader.
+- `layouts`: the nnU-Net v2 raw and Medical Segmentation Decathlon layouts (`read_dataset`),
+  reading `dataset_json` fields and `image_folders` (`{case}_{XXXX}` channel files).
+- `case_files`: the files of one case and the case loader (`load_case`); `naming`: sort order.
 - `iseg`, `medzoo_layouts`: the download layouts of iSeg-2017/2019, MRBrainS18 and BraTS.
 - `tfds_features`: the feature schema every builder but iSeg-2017's stores.
 - `datasets`: built TFDS datasets as medjax reads them (whole cases, names, k-fold splits).

@@ -4,7 +4,7 @@ Every dataset builder under `datasets_tfds/` except `iseg2017` stores one schema
 (`medjax.data.tfds_features`): `image` `[D, H, W, C]` raw intensities, `label` class ids,
 `has_label`, `affine`, `spacing`, `case_id`, and the dataset's channel names, class names and
 on-disk label values in the dataset's metadata. `iseg2017` predates it and stores `t1`, `t2` and a
-numeric `subject_id`; `case_from_example` reads both into one `layouts.Case`, so nothing
+numeric `subject_id`; `case_from_example` reads both into one `case_files.Case`, so nothing
 downstream knows which builder wrote the data.
 
 Validation folds are nnU-Net's (`KFold(n_splits=5, shuffle=True, random_state=12345)` over the
@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from medjax.data import case_files
 from medjax.data import iseg
-from medjax.data import layouts
 
 ISEG2017 = "iseg2017"
 # nnU-Net's seed for its 5-fold split (`KFold(n_splits=5, shuffle=True, random_state=12345)`).
@@ -60,11 +60,15 @@ class DatasetNames:
                         for k, v in (d.get("regions") or {}).items()})
 
 
+# iSeg-2017's builder stores no names in its metadata: they are `medjax.data.iseg`'s.
+ISEG2017_NAMES = DatasetNames(channel_names=iseg.MODALITIES, class_names=iseg.CLASS_NAMES,
+                              label_values=iseg.LABEL_VALUES)
+
+
 def names(builder: tfds.core.DatasetBuilder) -> DatasetNames:
   """The channel and class names a built dataset carries (its metadata; iSeg-2017's module)."""
   if builder.name == ISEG2017:
-    return DatasetNames(channel_names=iseg.MODALITIES, class_names=iseg.CLASS_NAMES,
-                        label_values=iseg.LABEL_VALUES)
+    return ISEG2017_NAMES
   meta = dict(builder.info.metadata or {})
   missing = [k for k in ("channel_names", "class_names", "label_values") if k not in meta]
   if missing:
@@ -85,20 +89,20 @@ def case_id_of(builder_name: str, example: dict[str, Any]) -> str:
   return _text(example["case_id"])
 
 
-def case_from_example(builder_name: str, example: dict[str, Any]) -> layouts.Case:
-  """One stored example -> `layouts.Case` (image `[D, H, W, C]` float32, label or None)."""
+def case_from_example(builder_name: str, example: dict[str, Any]) -> case_files.Case:
+  """One stored example -> `case_files.Case` (image `[D, H, W, C]` float32, label or None)."""
   if builder_name == ISEG2017:
     image = np.stack([example["t1"], example["t2"]], axis=-1)
   else:
     image = example["image"]
   label = np.asarray(example["label"], np.uint8) if bool(example["has_label"]) else None
-  return layouts.Case(
+  return case_files.Case(
       case_id=case_id_of(builder_name, example), image=np.asarray(image, np.float32),
       label=label, affine=np.asarray(example["affine"], np.float64),
       spacing=tuple(float(s) for s in example["spacing"]))
 
 
-class Cases(Sequence[layouts.Case]):
+class Cases(Sequence[case_files.Case]):
   """Random access to the whole cases of one split, optionally a subset of its records.
 
   Attributes:
@@ -120,14 +124,14 @@ class Cases(Sequence[layouts.Case]):
   def __len__(self) -> int:
     return len(self.records)
 
-  def __getitem__(self, i: int) -> layouts.Case:  # type: ignore[override]
+  def __getitem__(self, i: int) -> case_files.Case:  # type: ignore[override]
     return case_from_example(self.builder_name, self._source[self.records[i]])
 
   def __getstate__(self):  # grain worker processes reopen the source.
     return self.__dict__
 
 
-class JoinedCases(Sequence[layouts.Case]):
+class JoinedCases(Sequence[case_files.Case]):
   """Several `Cases` (of different splits) as one sequence, in the order given."""
 
   def __init__(self, parts: Sequence[Cases]):
@@ -137,7 +141,7 @@ class JoinedCases(Sequence[layouts.Case]):
   def __len__(self) -> int:
     return int(self._starts[-1])
 
-  def __getitem__(self, i: int) -> layouts.Case:  # type: ignore[override]
+  def __getitem__(self, i: int) -> case_files.Case:  # type: ignore[override]
     if not 0 <= i < len(self):
       raise IndexError(i)
     part = int(np.searchsorted(self._starts, i, side="right")) - 1
@@ -205,4 +209,5 @@ def kfold(case_ids_: Sequence[str], *, num_folds: int = 5, fold: int = 0,
   order = np.random.RandomState(seed).permutation(len(ids))
   parts = np.array_split(order, num_folds)
   val = set(int(i) for i in parts[fold])
-  return ([c for i, c in enumerate(ids) if i not in val], [c for i, c in enumerate(ids) if i in val])
+  return ([c for i, c in enumerate(ids) if i not in val],
+          [c for i, c in enumerate(ids) if i in val])

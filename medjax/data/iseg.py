@@ -18,17 +18,16 @@ import re
 import numpy as np
 
 from medjax import io
+from medjax import labels
 
 MODALITIES = ("T1", "T2")
-LABEL_VALUES = (0, 10, 150, 250)
-CLASS_NAMES = ("background", "CSF", "GM", "WM")
+LABEL_VALUES = labels.ISEG2017.label_values  # (0, 10, 150, 250)
+CLASS_NAMES = labels.ISEG2017.class_names  # ("background", "CSF", "GM", "WM")
 TRAINING_FOLDER = "iSeg-2017-Training"
 TESTING_FOLDER = "iSeg-2017-Testing"
 
 _KINDS = MODALITIES + ("label",)
 _FILE_RE = re.compile(r"^subject-(\d+)-(T1|T2|label)\.(hdr|img)$")
-# Affines of one subject must agree to this tolerance (mm).
-_AFFINE_ATOL = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,37 +62,6 @@ class Subject:
   label: np.ndarray | None
   affine: np.ndarray
   spacing: tuple[float, float, float]
-
-
-def values_to_classes(values: np.ndarray, *, source: str = "label") -> np.ndarray:
-  """Maps iSeg label values 0 / 10 / 150 / 250 to class ids 0 / 1 / 2 / 3 (uint8).
-
-  Raises:
-    ValueError: a value outside LABEL_VALUES; the message names `source` and the values.
-  """
-  values = np.asarray(values)
-  valid = np.isin(values, LABEL_VALUES)
-  if not np.all(valid):
-    bad = np.unique(values[~valid])[:8]
-    raise ValueError(f"{source}: label values must be in {LABEL_VALUES}, found {bad.tolist()}.")
-  lut = np.zeros(max(LABEL_VALUES) + 1, dtype=np.uint8)
-  lut[list(LABEL_VALUES)] = np.arange(len(LABEL_VALUES))
-  classes = lut[values.astype(np.int64)]
-  return classes
-
-
-def classes_to_values(classes: np.ndarray) -> np.ndarray:
-  """Maps class ids 0..3 back to iSeg label values 0 / 10 / 150 / 250 (uint8).
-
-  Raises:
-    ValueError: a class id outside 0..3.
-  """
-  classes = np.asarray(classes)
-  if classes.size and (classes.min() < 0 or classes.max() >= len(LABEL_VALUES)):
-    raise ValueError(
-        f"class ids must be in 0..{len(LABEL_VALUES) - 1}, got range "
-        f"[{classes.min()}, {classes.max()}].")
-  return np.asarray(LABEL_VALUES, dtype=np.uint8)[classes.astype(np.int64)]
 
 
 def _folder_list(folders: tuple[str, ...]) -> str:
@@ -194,7 +162,7 @@ def load_subject(files: SubjectFiles) -> Subject:
       raise ValueError(
           f"{other.path}: shape {other.data.shape} does not match {t1.path.name} "
           f"{t1.data.shape}.")
-    if not np.allclose(other.affine, t1.affine, atol=_AFFINE_ATOL):
+    if not np.allclose(other.affine, t1.affine, atol=io.AFFINE_ATOL):
       raise ValueError(
           f"{other.path}: affine\n{other.affine}\ndoes not match {t1.path.name}\n{t1.affine}.")
   channels = []
@@ -207,6 +175,6 @@ def load_subject(files: SubjectFiles) -> Subject:
     channels.append(data)
   label = None
   if label_img is not None:
-    label = values_to_classes(label_img.data, source=str(label_img.path))
+    label = labels.values_to_classes(label_img.data, LABEL_VALUES, source=str(label_img.path))
   return Subject(subject_id=files.subject_id, image=np.stack(channels, axis=-1), label=label,
                  affine=t1.affine, spacing=t1.spacing)

@@ -1,9 +1,9 @@
 """The download layouts of MedicalZoo's datasets: iSeg-2019, MRBrainS18 and BraTS 2018-2020.
 
 Each `find_*` function takes the folder the challenge's archives were unpacked into, checks that
-every case has all its files, and returns `layouts.CaseFiles` (channel files in the dataset's
-channel order, the label file or None) for `layouts.load_case`. No image is opened: only names
-are checked (and BraTS 2020's `name_mapping.csv` read for the grades).
+every case has all its files, and returns `case_files.CaseFiles` (channel files in the
+dataset's channel order, the label file or None) for `case_files.load_case`. No image is opened:
+only names are checked (and BraTS 2020's `name_mapping.csv` read for the grades).
 
 * iSeg-2019 (http://iseg2019.web.unc.edu/): iSeg-2017's Analyze naming,
   `iSeg-2019-Training/subject-{1..10}-{T1,T2,label}.hdr/.img`, unlabelled
@@ -28,8 +28,8 @@ import dataclasses
 import os
 import pathlib
 
+from medjax.data import case_files
 from medjax.data import iseg
-from medjax.data import layouts
 
 # --- iSeg-2019 -----------------------------------------------------------------------------
 ISEG2019_CHANNELS = iseg.MODALITIES  # ("T1", "T2")
@@ -110,8 +110,8 @@ class FoundCases:
     test: unlabelled cases (label None), sorted the same way; may be empty.
     grades: BraTS case id -> "HGG" or "LGG" where the download says so; empty otherwise.
   """
-  training: tuple[layouts.CaseFiles, ...]
-  test: tuple[layouts.CaseFiles, ...]
+  training: tuple[case_files.CaseFiles, ...]
+  test: tuple[case_files.CaseFiles, ...]
   grades: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -150,8 +150,8 @@ def find_iseg2019(root: str | os.PathLike) -> FoundCases:
   subjects = iseg.find_subjects(
       root, training_folder=ISEG2019_TRAINING_FOLDER,
       testing_folders=ISEG2019_UNLABELLED_FOLDERS, dataset="iSeg-2019")
-  cases = [layouts.CaseFiles(case_id=f"subject-{s.subject_id}", images=(s.t1, s.t2),
-                             label=s.label) for s in subjects.values()]
+  cases = [case_files.CaseFiles(case_id=f"subject-{s.subject_id}", images=(s.t1, s.t2),
+                                label=s.label) for s in subjects.values()]
   training = tuple(c for c in cases if c.label is not None)
   if not training:
     raise FileNotFoundError(
@@ -196,8 +196,8 @@ def find_mrbrains2018(root: str | os.PathLike) -> FoundCases:
             f"{', '.join(MRBRAINS2018_FILES + (MRBRAINS2018_LABEL_FILE,))}; "
             f"{_holds(path.parent) if path.parent.is_dir() else f'{path.parent} is missing'}.")
       files.append(path)
-    cases.append(layouts.CaseFiles(case_id=folder.name, images=tuple(files[:-1]),
-                                   label=files[-1]))
+    cases.append(case_files.CaseFiles(case_id=folder.name, images=tuple(files[:-1]),
+                                      label=files[-1]))
   if not cases:
     raise FileNotFoundError(
         f"{training} holds no MRBrainS18 subject folders (named by number, e.g. 1, 070, 148); "
@@ -214,7 +214,8 @@ def _nii(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
   return found[0] if found else None
 
 
-def _brats_case(folder: pathlib.Path, layout: BratsLayout, *, labelled: bool) -> layouts.CaseFiles:
+def _brats_case(folder: pathlib.Path, layout: BratsLayout, *, labelled: bool
+                ) -> case_files.CaseFiles:
   case = folder.name
   kinds = BRATS_CHANNELS + (("seg",) if labelled else ())
   wanted = f"{case}_{{{','.join(kinds)}}}.nii.gz"
@@ -229,8 +230,8 @@ def _brats_case(folder: pathlib.Path, layout: BratsLayout, *, labelled: bool) ->
           f"{folder / f'{case}_{kind}.nii.gz'}: missing; BraTS {layout.year} case {case} needs "
           f"{wanted} (.nii also accepted); {_holds(folder)}.")
     paths.append(path)
-  return layouts.CaseFiles(case_id=case, images=tuple(paths[:len(BRATS_CHANNELS)]),
-                           label=paths[-1] if labelled else None)
+  return case_files.CaseFiles(case_id=case, images=tuple(paths[:len(BRATS_CHANNELS)]),
+                              label=paths[-1] if labelled else None)
 
 
 def _brats_case_folders(folder: pathlib.Path, prefix: str) -> list[pathlib.Path]:

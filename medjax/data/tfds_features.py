@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medjax.data import layouts
+from medjax.data import case_files
 
 # The keys `metadata` always writes.
 METADATA_KEYS = ("channel_names", "class_names", "label_values")
@@ -53,7 +53,7 @@ def features() -> tfds.features.FeaturesDict:
   })
 
 
-def to_example(case: layouts.Case) -> dict[str, Any]:
+def to_example(case: case_files.Case) -> dict[str, Any]:
   """The feature dict of one loaded case (arrays as `features()` expects them).
 
   Raises:
@@ -132,9 +132,9 @@ def info(builder: tfds.core.DatasetBuilder, *, homepage: str,
   )
 
 
-def case_splits(generate: Callable[[Sequence[layouts.CaseFiles]], Iterator[Any]],
-                training: Sequence[layouts.CaseFiles],
-                test: Sequence[layouts.CaseFiles] = ()) -> dict[str, Iterator[Any]]:
+def case_splits(generate: Callable[[Sequence[case_files.CaseFiles]], Iterator[Any]],
+                training: Sequence[case_files.CaseFiles],
+                test: Sequence[case_files.CaseFiles] = ()) -> dict[str, Iterator[Any]]:
   """`{"train": generate(training)}`, plus `"test"` when there are test cases."""
   splits = {"train": generate(training)}
   if test:
@@ -142,9 +142,9 @@ def case_splits(generate: Callable[[Sequence[layouts.CaseFiles]], Iterator[Any]]
   return splits
 
 
-def case_examples(cases: Iterable[layouts.CaseFiles], *, num_channels: int,
+def case_examples(cases: Iterable[case_files.CaseFiles], *, num_channels: int,
                   label_values: Sequence[int]) -> Iterator[tuple[str, dict[str, Any]]]:
   """Loads each case and yields `(case_id, example)` (for a builder's `_generate_examples`)."""
   for files in cases:
-    case = layouts.load_case(files, num_channels=num_channels, label_values=label_values)
+    case = case_files.load_case(files, num_channels=num_channels, label_values=label_values)
     yield case.case_id, to_example(case)
