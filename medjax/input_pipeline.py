@@ -27,7 +27,6 @@ takes samples k*B + p*b .. k*B + (p+1)*b - 1 with b = B / P. A batch therefore d
 from __future__ import annotations
 
 import copy
-import re
 import pathlib
 from typing import Any, Iterator
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from medjax.data import build
 from medjax.data import datasets
+from medjax.data import naming
 from medjax.data import normalize
 from medjax.data import preprocessing as preprocessing_lib
 from medjax.train_samples import CaseCache, SampleFn
@@ -105,11 +105,11 @@ def ensure_dataset(config: ml_collections.ConfigDict):
   if manual_dir is None:
     raise FileNotFoundError(
         f"{label} is not built in {data_dir}. Build it from your download (see README, "
-        f"'Data'):\n"
+        "'Data'):\n"
         f"  python -m medjax.data.build --dataset={name} --manual_dir=DIR --data_dir={data_dir}"
         + (f" --config={config_obj.name}" if config_obj is not None else "") + "\n"
-        f"or set --config.dataset.manual_dir=DIR to build it on first use (add "
-        f"--config.dataset.builtin_data.enabled=True to use built-in data instead).")
+        "or set --config.dataset.manual_dir=DIR to build it on first use (add "
+        "--config.dataset.builtin_data.enabled=True to use built-in data instead).")
   logging.info("Building %s from %s into %s.", label, manual_dir, data_dir)
   return build.build(name, manual_dir=manual_dir, data_dir=data_dir, config=config_obj)
 
@@ -325,8 +325,4 @@ def load_eval_subjects(config: ml_collections.ConfigDict, split: str = "validati
         "label": None if case.label is None else np.asarray(case.label, np.int32),
         "affine": case.affine, "spacing": case.spacing, "case_id": case.case_id,
     })
-  return sorted(subjects, key=lambda s: _natural_key(s["case_id"]))
-
-
-def _natural_key(text: str) -> tuple[Any, ...]:
-  return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+  return sorted(subjects, key=lambda s: naming.natural_key(s["case_id"]))

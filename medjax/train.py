@@ -18,6 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from medjax import cli_errors
 from medjax import compile_cache
 from medjax.configs import cli
 from medjax.training import loop
@@ -39,8 +40,7 @@ def default_workdir(config_path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli_errors.no_positional_arguments(argv)
   if os.environ.get("MEDJAX_DISTRIBUTED"):
     jax.distributed.initialize()  # several hosts: coordinator etc. from the environment
   if not flags.FLAGS["verbosity"].present:
@@ -53,13 +53,11 @@ def main(argv: list[str]) -> None:
   print(f"medjax: training {config.model.name} on {jax.device_count()} {jax.default_backend()} "
         f"device(s); workdir {os.path.abspath(workdir)}", flush=True)
   try:
-    metrics = loop.train_and_evaluate(config, workdir)
+    with cli_errors.exit_on_error("medjax.train", (ValueError, OSError, FloatingPointError)):
+      metrics = loop.train_and_evaluate(config, workdir)
   except KeyboardInterrupt as e:
     print(str(e) or "Interrupted.", file=sys.stderr)
     sys.exit(130)
-  except (ValueError, OSError, FloatingPointError) as e:
-    print(f"medjax.train: error: {e}", file=sys.stderr)
-    sys.exit(1)
   if metrics:
     names = [k[len("val_dice_"):] for k in metrics
              if k.startswith("val_dice_") and k != "val_dice_mean"]

@@ -6,7 +6,6 @@ Expected values come from nibabel reading the files directly.
 import gzip
 import json
 import os
-import pathlib
 import shutil
 
 import nibabel as nib

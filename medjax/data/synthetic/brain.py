@@ -16,7 +16,7 @@ from medjax.data import iseg
 REAL_SHAPE = (144, 192, 256)
 # Channel c of the NIfTI layouts, and class id k -> name.
 CHANNEL_NAMES = ("T1", "T2", "FLAIR")
-CLASS_NAMES = ("background", "CSF", "GM", "WM")
+CLASS_NAMES = iseg.CLASS_NAMES  # ("background", "CSF", "GM", "WM"): iSeg-2017's tissues
 # Brain semi-axes as fractions of each axis length (LR, AP, SI at the real shape).
 _SEMI_AXES = (0.39, 0.375, 0.212)
 # Lengths below are in mm at the real shape and scale with the brain radius at other shapes.
