@@ -40,8 +40,8 @@ from medjax import cli_errors
 from medjax import compile_cache
 from medjax import inference
 from medjax import prediction
-# README's script examples call these as `predict.load_case`, `predict.segment`,
-# `predict.preprocessing_of` and `predict.run`; they live in `medjax.prediction`.
+# Scripts written before the library moved to `medjax.prediction` call these as
+# `predict.load_case`, `predict.segment`, `predict.preprocessing_of` and `predict.run`.
 from medjax.prediction import load_case
 from medjax.prediction import preprocessing_of
 from medjax.prediction import run

@@ -265,7 +265,7 @@ def test_import_boundaries():
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))") == "[]"
   # ... and predict no longer goes through the evaluate CLI for its class names.
   assert run("import medjax.predict\nprint('medjax.evaluate' in sys.modules)") == "False"
-  # README's script examples call these through `medjax.predict`.
+  # Scripts written before the split call these through `medjax.predict` (README: `prediction`).
   from medjax import predict  # pylint: disable=g-import-not-at-top
   assert (predict.load_case, predict.segment, predict.preprocessing_of, predict.run) == (
       prediction.load_case, prediction.segment, prediction.preprocessing_of, prediction.run)
