@@ -303,4 +303,6 @@ def test_auto_method_per_backend_and_kernel():
   assert conv_lib.auto_method((3, 3, 3, 8, 8), "gpu") == "xla"
   assert conv_lib.auto_method((5, 5, 5, 8, 8), "tpu") == "xla"
   assert conv_lib.auto_method((3, 3, 3, 8, 8), "cpu") == "winograd"
+  assert conv_lib.auto_method((5, 5, 5, 32, 32), "cpu") == "winograd"
+  assert conv_lib.auto_method((5, 5, 5, 32, 4), "cpu") == "sum"
   assert conv_lib.auto_method((1, 3, 3, 8, 8), "cpu") == "sum"

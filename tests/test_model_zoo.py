@@ -222,8 +222,10 @@ def test_conv3d_equals_nn_conv(method, kernel, padding):
   ref = nn.Conv(4, kernel, padding=padding)
   fast = layers.Conv3D(4, kernel, padding=padding, method=method)
   variables = _conv_variables(ref, fast, x)
-  y = fast.apply(variables, x)
-  np.testing.assert_allclose(y, ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+  y, y_ref = fast.apply(variables, x), ref.apply(variables, x)
+  # Winograd's transforms round differently: within a few 1e-6 of the largest output.
+  atol = 1e-5 * float(jnp.max(jnp.abs(y_ref))) if method in ("winograd", "auto") else 1e-5
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=atol)
   # Hand-computed entry: the window of output (1, 2, 3) starts at the input voxel (1, 2, 3) minus
   # the padding.
   k, b = variables["params"]["kernel"], variables["params"]["bias"]
@@ -232,7 +234,7 @@ def test_conv3d_equals_nn_conv(method, kernel, padding):
   xp = jnp.pad(x, ((0, 0),) + tuple((p, p) for p in pad) + ((0, 0),))
   window = xp[1, 1:1 + kd, 2:2 + kh, 3:3 + kw]
   np.testing.assert_allclose(y[1, 1, 2, 3], b + jnp.einsum("pqrc,pqrco->o", window, k),
-                             rtol=1e-5, atol=1e-5)
+                             rtol=1e-5, atol=atol)
 
 
 def test_prelu_values():
@@ -261,7 +263,10 @@ def test_hyperdensenet_output_is_centred_on_the_input():
   x = jax.random.normal(jax.random.key(0), (1, 10, 10, 10, 2))
   variables = _init(model, x)
   grad = _compile(jax.grad(lambda x: model.apply(variables, x, train=False)[0, 1, 0, 1, 0]), x)(x)
-  support = np.argwhere(np.abs(np.asarray(grad[0])).sum(-1) > 0)
+  # Up to rounding: Winograd's transforms (conv_method 'auto') leave rounding-level values
+  # where exact arithmetic gives 0.
+  magnitude = np.abs(np.asarray(grad[0])).sum(-1)
+  support = np.argwhere(magnitude > 1e-5 * magnitude.max())
   np.testing.assert_array_equal(support.min(0), [1, 0, 1])
   np.testing.assert_array_equal(support.max(0), [1 + 8, 8, 1 + 8])
 

@@ -37,7 +37,7 @@ dropout needs a `'dropout'` PRNG stream (`rngs={'dropout': key}`). Logits are fl
 `dtype` the layers compute in.
 """
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -115,7 +115,7 @@ class DensePath(nn.Module):
     return x
 
 
-class _DenseNet(nn.Module):
+class _DenseNet(layers.SamePaddedModel):
   """What the three DenseNets share: their fields, same-padded output, the dense path and the
   1x1x1 classifier (no bias). Logits are float32.
 
@@ -139,13 +139,6 @@ class _DenseNet(nn.Module):
   conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-
-  # Same-padded convolutions: the output has the input's spatial size.
-  margin: ClassVar[int] = 0
-
-  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
-    return tuple(input_spatial)
 
   def _input(self, x: jax.Array) -> jax.Array:
     if x.ndim != 5:

@@ -11,11 +11,12 @@
 * `DownConv` / `UpConv`: the 2x2x2 stride-2 convolution and transposed convolution as matrix
   products (`ops.resample`), with exactly the parameters of `nn.Conv` / `nn.ConvTranspose`.
 * `ConvBNReLU`: `Conv3D` -> `BatchNorm(activation='relu')`.
-* `crop_margin`, `count_parameters`.
+* `SamePaddedModel` (base of networks whose logits keep the input size), `crop_margin`,
+  `count_parameters`.
 """
 
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -148,23 +149,24 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, slope * x)
 
 
-class DownConv(nn.Module):
+class _Resample(nn.Module):
+  """Fields of the 2x2x2 stride-2 layers: features O, use_bias, dtype (None: from the inputs),
+  param_dtype."""
+  features: int
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+
+class DownConv(_Resample):
   """2x2x2 convolution with stride 2 (no padding), as a space-to-depth and one matmul.
 
   `y[b, i, j, k, o] = bias[o] + sum_{p,q,r in {0,1}} sum_c x[b, 2i+p, 2j+q, 2k+r, c]
   * kernel[p, q, r, c, o]`, which is what `nn.Conv(features, (2, 2, 2), strides=2,
   padding='VALID')` computes with the same `kernel` `[2, 2, 2, C, O]` and `bias` `[O]`.
 
-  Attributes:
-    features: output channels O.
-    use_bias: whether to add a bias.
-    dtype: computation dtype (None: from the inputs).
-    param_dtype: parameter dtype.
+  Fields: `_Resample`'s (features O, use_bias, dtype, param_dtype).
   """
-  features: int
-  use_bias: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -177,7 +179,7 @@ class DownConv(nn.Module):
     return _add_bias(resample.space_to_depth_matmul(x, kernel), bias)
 
 
-class UpConv(nn.Module):
+class UpConv(_Resample):
   """2x2x2 transposed convolution with stride 2, as a Dense layer and a depth-to-space.
 
   Formula, with `kernel` `[2, 2, 2, C, O]` and `bias` `[O]`:
@@ -188,16 +190,8 @@ class UpConv(nn.Module):
   Every output voxel receives exactly one input voxel, so the layer is the matmul
   `x @ K` with `K` `[C, 8 * O]` followed by `depth_to_space`. Parameters: `8*C*O + O`.
 
-  Attributes:
-    features: output channels O.
-    use_bias: whether to add the per-channel bias (O values, as PyTorch and flax).
-    dtype: computation dtype (None: from the inputs and parameters).
-    param_dtype: parameter dtype.
+  Fields: `_Resample`'s (features O, use_bias, dtype, param_dtype).
   """
-  features: int
-  use_bias: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -252,6 +246,15 @@ class ConvBNReLU(nn.Module):
                dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
     return BatchNorm("relu", self.momentum, self.epsilon, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="bn")(x, use_running_average=not train)
+
+
+class SamePaddedModel(nn.Module):
+  """A network whose logits have its input's spatial size (same-padded convolutions)."""
+  margin: ClassVar[int] = 0
+
+  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
+    return tuple(input_spatial)
 
 
 def crop_margin(x: jax.Array, margin: int) -> jax.Array:

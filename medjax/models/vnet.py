@@ -29,7 +29,7 @@ bias; per-channel PReLU slopes; running statistics not counted): `VNet` 45,613,9
 `VNetLight` 12,249,988, as MedicalZoo's `VNet(elu=False)` / `VNetLight(elu=False)`.
 """
 
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -49,7 +49,7 @@ _UP_CONVS = (1, 1, 2, 2)
 _UP_DROPOUT = (False, False, True, True)
 
 
-class VNet(nn.Module):
+class VNet(layers.SamePaddedModel):
   """V-Net for `[B, D, H, W, C]` volumes; D, H, W must be multiples of `2**depth`.
 
   Attributes:
@@ -76,13 +76,6 @@ class VNet(nn.Module):
   conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-
-  # Same-padded convolutions: the output has the input's spatial size.
-  margin: ClassVar[int] = 0
-
-  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
-    return tuple(input_spatial)
 
   def _act(self, channels: int, name: str):
     if self.activation == "prelu":

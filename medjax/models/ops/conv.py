@@ -49,16 +49,25 @@ def canonical_method(method: str, what: str = "conv3d method") -> str:
 def auto_method(kernel_shape: Sequence[int], backend: str | None = None) -> str:
   """The method 'auto' runs for a kernel `[kd, kh, kw, C, O]` on `backend` (default: JAX's).
 
-  Off CPU, 'xla'. On CPU (2-core AVX-512, jaxlib 0.10.2; forward + backward at 32^3, batch 1,
-  benchmarks/conv_layers.py): 'winograd' for 3-tap depth kernels (the fastest for nearly every
-  U-Net layer from 8^3 to 64^3, and for the DenseNets' many-in, few-out layers); 'winograd' too
-  for V-Net's 5x5x5 kernels (F(4, 5): 8 2D convolutions per 4 output slices instead of 20);
-  'sum' for 1-tap kernels (a 2D convolution).
+  Off CPU, 'xla'. On CPU (2-core AVX-512, jaxlib 0.10.2), forward + backward, batch 1:
+  * 3-tap depth kernels: 'winograd', the fastest for nearly every U-Net layer from 8^3 to 64^3
+    (benchmarks/README.md) and for the DenseNets' many-in, few-out layers (32^3, 101 -> 50:
+    0.22 s against 0.50 s 'sum', 0.44 s 'fold_out'; 401 -> 75: 0.82 s against 1.76 / 1.68 s;
+    XLA's 3D convolution made DENSENET1's train step 5x slower);
+  * 5-tap (V-Net) kernels: 'winograd' F(4, 5) (8 2D convolutions per 4 output slices instead of
+    20): 32^3, 32 -> 32: 0.08 s against 0.28 s 'fold_in' (the former V-Net path) and 0.22 s
+    'sum'; 4^3, 128 -> 128: 0.04 s against 0.10 / 0.06 s. With few outputs (the output block's
+    32 -> 4) 'sum' was faster (0.095 s against 0.127 s 'winograd', 0.102 s 'fold_in'), so
+    'sum' below 8 outputs;
+  * 1-tap depth kernels: 'sum' (one 2D convolution).
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return "xla"  # GPU/TPU convolution libraries handle 3D convolutions well
-  return "winograd" if kernel_shape[0] > 1 else "sum"
+  kd, o = kernel_shape[0], kernel_shape[-1]
+  if kd == 1 or (kd >= 5 and o < 8):
+    return "sum"
+  return "winograd"
 
 
 def _run_2d(xs: Sequence[jax.Array], kernel: jax.Array, method: str,
