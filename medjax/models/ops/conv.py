@@ -143,7 +143,8 @@ def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *, method: str
   rounding:
 
   * 'winograd': Winograd's F(m, kd) along depth (m = 4 output slices per block, 2 for depth < 4):
-    per block `y[m i + r] = sum_j A[r, j] conv2d(u_j, k_j)` with `u_j = sum_t B[j, t] x[m i + t - kd//2]`
+    per block `y[m i + r] = sum_j A[r, j] conv2d(u_j, k_j)` with
+    `u_j = sum_t B[j, t] x[m i + t - kd//2]`
     and `k_j = sum_a G[j, a] kernel[a]` (`winograd.matrices`); for 3x3x3 kernels 6 2D
     convolutions per 4 output slices instead of 12. Float32 results are within a few 1e-6 of the
     direct sum, relative to the largest output. Its kernel gradient is the transpose of the same
