@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.models import fast_conv
+from medjax.models.ops import conv as conv_lib
 from models import timed_median  # benchmarks/models.py (this script's folder is on sys.path)
 
 
@@ -32,11 +32,11 @@ def unet_layers(base: int, size: int) -> list[tuple[int, int, int]]:
 
 
 def time_medjax(method: str, x, kernel, g, input_grad: bool, repeats: int) -> tuple[float, float]:
-  forward = jax.jit(lambda x, k: fast_conv.conv3d(x, k, method=method))
+  forward = jax.jit(lambda x, k: conv_lib.conv3d(x, k, method=method))
 
   @jax.jit
   def forward_backward(x, k, g):
-    y, vjp = jax.vjp(lambda x, k: fast_conv.conv3d(x, k, method=method), x, k)
+    y, vjp = jax.vjp(lambda x, k: conv_lib.conv3d(x, k, method=method), x, k)
     dx, dk = vjp(g)
     return (y, dx, dk) if input_grad else (y, dk)
 
@@ -69,7 +69,7 @@ def main() -> None:
   parser.add_argument("--base_features", type=int, default=32)
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--methods", default="auto,sum,xla",
-                      help=f"comma-separated, from {fast_conv.CONV_METHODS}")
+                      help=f"comma-separated, from {conv_lib.METHODS}")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--skip_torch", action="store_true")
   args = parser.parse_args()

@@ -1,13 +1,13 @@
 r"""Forward time, train-step time and peak memory of every registered model, to choose one.
 
   python benchmarks/models.py [--models VNET,VNET2,...] [--size 64] [--batch 1] \
-      [--repeats 3] [--warmup 1] [--json results.json]
+      [--repeats 3] [--warmup 1] [--conv_method auto] [--json results.json]
 
 Each model runs in its own child process (so its peak memory is its own) on one random
 two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths MedicalZoo uses
 (`medjax.models.model_class(name)(num_classes=4)` defaults). Measured per model:
 
-* parameters (PyTorch convention, `zoo_layers.count_parameters`);
+* parameters (PyTorch convention, `layers.count_parameters`);
 * compile: seconds to compile the train step (XLA's CPU compiler is slow for 3D convolutions);
 * forward: `model.apply(..., train=False)` jitted; `warmup` untimed calls, then the median of
   `repeats` timed calls (each waits for its result);
@@ -54,7 +54,8 @@ def timed_median(fn, warmup: int, repeats: int) -> float:
   return statistics.median(times)
 
 
-def run_one(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict:
+def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
+            conv_method: str = "") -> dict:
   """Measures one model in this process; returns a JSON-able dict."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -62,16 +63,17 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int) -> dict
 
   from medjax import losses  # pylint: disable=g-import-not-at-top
   from medjax import models  # pylint: disable=g-import-not-at-top
-  from medjax.models import zoo_layers  # pylint: disable=g-import-not-at-top
+  from medjax.models import layers  # pylint: disable=g-import-not-at-top
 
-  model = models.model_class(name)(num_classes=NUM_CLASSES)
+  kwargs = {"conv_method": conv_method} if conv_method else {}
+  model = models.model_class(name)(num_classes=NUM_CLASSES, **kwargs)
   shape = (batch, size, size, size, NUM_MODALITIES)
   out_spatial = (model.output_shape((size,) * 3) if hasattr(model, "output_shape")
                  else (size,) * 3)
   rng = jax.random.key(0)
   x = jax.random.normal(rng, shape, jnp.float32)
   labels = jax.random.randint(jax.random.key(1), (batch, *out_spatial), 0, NUM_CLASSES)
-  num_params = zoo_layers.count_parameters(model, shape)
+  num_params = layers.count_parameters(model, shape)
 
   variables = jax.jit(lambda x: model.init(rng, x, train=False))(x)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--conv_method", default="",
+                      help="the models' conv_method (default: each model's own, 'auto')")
   parser.add_argument("--json", default="", help="also write the rows to this file")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -145,14 +149,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("--repeats must be >= 1 and --warmup >= 0")
 
   if args.worker:
-    print(json.dumps(run_one(args.worker, args.size, args.batch, args.warmup, args.repeats)))
+    print(json.dumps(run_one(args.worker, args.size, args.batch, args.warmup, args.repeats,
+                            args.conv_method)))
     return
 
   rows = []
   for name in [m.strip().upper() for m in args.models.split(",") if m.strip()]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
            "--batch", str(args.batch), "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--conv_method", args.conv_method]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
       tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

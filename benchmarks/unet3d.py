@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--conv_method", default="auto",
-                      help="UNet3D conv_method: 'auto' (fast) or 'plain' (nn.Conv), see layers")
+                      help="UNet3D conv_method: 'auto' (fast) or 'xla' (nn.Conv's; old name "
+                      "'plain'), see medjax.models.ops.conv")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="medjax computation dtype (parameters stay float32)")
   parser.add_argument("--remat", action="store_true", help="UNet3D(remat=True)")

@@ -2,7 +2,7 @@
 
 On the CPU backend medjax compiles with `xla_cpu_use_fusion_emitters=False`: XLA's LLVM emitters
 for fused elementwise kernels instead of its newer MLIR ones. A 3D network's step has a thousand
-or more such kernels (`models.fast_conv` computes each convolution in pieces), and with the MLIR
+or more such kernels (`models.ops.conv` computes each convolution in pieces), and with the MLIR
 emitters the compiler's memory, and what it keeps afterwards, grow with that count. Measured for
 the paper U-Net's train step at 1x64^3x2 (2-core Zen 4, jaxlib 0.10.2): compile 30 s instead of
 43 s, peak memory while compiling 1.0 GB instead of 2.5 GB, and 215 MB less resident afterwards

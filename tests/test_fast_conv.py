@@ -1,4 +1,4 @@
-"""Tests for the fast 3D convolution (`fast_conv.conv3d`, `Conv3D`) and its use in the U-Net."""
+"""Tests for the 3D convolution (`ops.conv.conv3d`, `layers.Conv3D`) and its use in the U-Net."""
 
 import itertools
 
@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.models import fast_conv
 from medjax.models import layers
+from medjax.models.ops import conv as conv_lib
+from medjax.models.ops import conv2d as conv2d_lib
+from medjax.models.ops import tiling
+from medjax.models.ops import winograd
 from medjax.models import unet3d
 
 FAST_METHODS = ("winograd", "fold_in", "fold_out", "sum", "auto")
@@ -23,7 +26,7 @@ def _normal(shape, seed, scale=1.0):
 def tiny_pieces(monkeypatch):
   """Cuts every 2D batch into pieces of one or two slices, so that piece boundaries, the zero
   rows between volumes and the in-flight ties are all exercised on tiny inputs."""
-  monkeypatch.setattr(fast_conv, "_PIECE_BYTES", 256)
+  monkeypatch.setattr(tiling, "PIECE_BYTES", 256)
 
 
 def _direct_conv3d(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -41,13 +44,13 @@ def _direct_conv3d(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("method", FAST_METHODS + ("xla",))
 def test_conv3d_equals_the_definition(method, tiny_pieces):
   x, kernel = _normal((2, 4, 3, 5, 2), 0), _normal((3, 3, 3, 2, 3), 1)
-  y = layers.conv3d(x, kernel, method=method)
+  y = conv_lib.conv3d(x, kernel, method=method)
   assert y.shape == (2, 4, 3, 5, 3) and y.dtype == jnp.float32
   np.testing.assert_allclose(y, _direct_conv3d(np.asarray(x), np.asarray(kernel)), rtol=1e-5,
                              atol=1e-5)
   # One hand-checked value: the centre tap only, x = 1 at one voxel, gives the kernel's centre.
   delta = jnp.zeros((1, 3, 3, 3, 2)).at[0, 1, 1, 1, 1].set(1.0)
-  np.testing.assert_allclose(layers.conv3d(delta, kernel, method=method)[0, 1, 1, 1],
+  np.testing.assert_allclose(conv_lib.conv3d(delta, kernel, method=method)[0, 1, 1, 1],
                              kernel[1, 1, 1, 1], rtol=1e-6)
 
 
@@ -62,7 +65,7 @@ def test_fast_forms_match_nn_conv_values_and_gradients(method, kernel_size, tiny
   def loss(conv, x, kernel):  # nonlinear, so gradients see every output value
     return jnp.sum(jnp.sin(conv(x, kernel)) * weights)
 
-  fast = lambda x, k: layers.conv3d(x, k, method=method)
+  fast = lambda x, k: conv_lib.conv3d(x, k, method=method)
   plain = lambda x, k: reference.apply({"params": {"kernel": k}}, x)
   np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
   g_fast = jax.grad(lambda x, k: loss(fast, x, k), argnums=(0, 1))(x, kernel)
@@ -76,7 +79,7 @@ def test_jitted_gradient_with_default_pieces():
   x, kernel = _normal((3, 6, 5, 4, 2), 5), _normal((3, 3, 3, 2, 5), 6, scale=0.3)
 
   def loss(method):
-    return lambda x, k: jnp.sum(layers.conv3d(x, k, method=method) ** 2)
+    return lambda x, k: jnp.sum(conv_lib.conv3d(x, k, method=method) ** 2)
 
   g_fast = jax.jit(jax.grad(loss("auto"), argnums=(0, 1)))(x, kernel)
   g_xla = jax.jit(jax.grad(loss("xla"), argnums=(0, 1)))(x, kernel)
@@ -85,19 +88,19 @@ def test_jitted_gradient_with_default_pieces():
 
 
 def test_row_pieces_cover_all_rows_within_budget(monkeypatch):
-  monkeypatch.setattr(fast_conv, "_PIECE_BYTES", 100)
-  pieces = fast_conv._row_pieces(10, 30)  # 300 bytes over 100-byte pieces: 3 or more pieces
+  monkeypatch.setattr(tiling, "PIECE_BYTES", 100)
+  pieces = tiling.row_pieces(10, 30)  # 300 bytes over 100-byte pieces: 3 or more pieces
   assert pieces[0][0] == 0 and pieces[-1][1] == 10
   assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
   assert all((r1 - r0) * 30 <= 100 for r0, r1 in pieces) and len(pieces) == 4
-  assert fast_conv._row_pieces(5, 1000) == [(i, i + 1) for i in range(5)]  # one row at least
-  assert len(fast_conv._row_pieces(1000, 1000)) == fast_conv._MAX_PIECES
-  assert fast_conv._row_pieces(7, 1) == [(0, 7)]
+  assert tiling.row_pieces(5, 1000) == [(i, i + 1) for i in range(5)]  # one row at least
+  assert len(tiling.row_pieces(1000, 1000)) == tiling.MAX_PIECES
+  assert tiling.row_pieces(7, 1) == [(0, 7)]
   # The backward pass: half as many pieces, but two where the forward pass has two or more.
-  assert len(fast_conv._row_pieces(10, 30, backward=True)) == 2
-  assert len(fast_conv._row_pieces(20, 30, backward=True)) == 4  # forward: 7 pieces
-  assert len(fast_conv._row_pieces(4, 50, backward=True)) == 2  # forward: 2 pieces
-  assert fast_conv._row_pieces(7, 1, backward=True) == [(0, 7)]
+  assert len(tiling.row_pieces(10, 30, backward=True)) == 2
+  assert len(tiling.row_pieces(20, 30, backward=True)) == 4  # forward: 7 pieces
+  assert len(tiling.row_pieces(4, 50, backward=True)) == 2  # forward: 2 pieces
+  assert tiling.row_pieces(7, 1, backward=True) == [(0, 7)]
 
 
 @pytest.mark.parametrize("method", FAST_METHODS + ("xla",))
@@ -105,12 +108,12 @@ def test_conv3d_of_several_inputs_equals_conv_of_their_concatenation(method, tin
   skip, up = _normal((2, 4, 3, 5, 2), 30), _normal((2, 4, 3, 5, 3), 31)
   kernel, w = _normal((3, 3, 3, 5, 4), 32, scale=0.3), _normal((2, 4, 3, 5, 4), 33)
   loss = lambda y: jnp.sum(y * w)
-  y = layers.conv3d([skip, up], kernel, method=method)
-  y_ref = layers.conv3d(jnp.concatenate([skip, up], axis=-1), kernel, method="xla")
+  y = conv_lib.conv3d([skip, up], kernel, method=method)
+  y_ref = conv_lib.conv3d(jnp.concatenate([skip, up], axis=-1), kernel, method="xla")
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  grads = jax.grad(lambda s, u, k: loss(layers.conv3d((s, u), k, method=method)),
+  grads = jax.grad(lambda s, u, k: loss(conv_lib.conv3d((s, u), k, method=method)),
                    argnums=(0, 1, 2))(skip, up, kernel)
-  grads_ref = jax.grad(lambda s, u, k: loss(layers.conv3d(jnp.concatenate([s, u], -1), k,
+  grads_ref = jax.grad(lambda s, u, k: loss(conv_lib.conv3d(jnp.concatenate([s, u], -1), k,
                                                           method="xla")),
                        argnums=(0, 1, 2))(skip, up, kernel)
   for a, b in zip(grads, grads_ref):
@@ -123,13 +126,13 @@ def test_conv3d_of_several_inputs_equals_conv_of_their_concatenation(method, tin
 
 def test_auto_is_winograd_on_cpu():
   x, kernel = _normal((1, 8, 4, 4, 3), 20), _normal((3, 3, 3, 3, 2), 21)
-  np.testing.assert_array_equal(fast_conv.conv3d(x, kernel),
-                                fast_conv.conv3d(x, kernel, method="winograd"))
+  np.testing.assert_array_equal(conv_lib.conv3d(x, kernel),
+                                conv_lib.conv3d(x, kernel, method="winograd"))
 
 
 @pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (4, 5), (2, 1)])
 def test_winograd_matrices_compute_correlation(m, r):
-  at, g, bt = fast_conv._winograd_matrices(m, r)
+  at, g, bt = winograd.matrices(m, r)
   assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1,) * 2
   rng = np.random.default_rng(m * 10 + r)
   for _ in range(3):
@@ -151,8 +154,8 @@ def test_winograd_any_depth_values_and_gradients(depth, kernel_size, tiny_pieces
   kernel = _normal((*kernel_size, 3, 2), 23, scale=0.3)
   weights = _normal((2, depth, 3, 4, 2), 24)
   loss = lambda method: lambda x, k: jnp.sum(
-      jnp.sin(fast_conv.conv3d(x, k, method=method)) * weights)
-  np.testing.assert_allclose(fast_conv.conv3d(x, kernel, method="winograd"),
+      jnp.sin(conv_lib.conv3d(x, k, method=method)) * weights)
+  np.testing.assert_allclose(conv_lib.conv3d(x, kernel, method="winograd"),
                              _direct_conv3d(np.asarray(x), np.asarray(kernel)), rtol=1e-5,
                              atol=1e-5)
   g_fast = jax.grad(loss("winograd"), argnums=(0, 1))(x, kernel)
@@ -167,19 +170,19 @@ def test_conv2d_kernel_grad_both_forms(channels):
   c, o = channels
   x, g = _normal((2, 5, 6, c), 25), _normal((2, 5, 6, o), 26)
   k_struct = jax.ShapeDtypeStruct((3, 3, c, o), jnp.float32)
-  reference = jax.linear_transpose(lambda k: fast_conv._conv2d(x, k, (1, 1)), k_struct)(g)[0]
-  np.testing.assert_allclose(fast_conv._conv2d_kernel_grad(x, g, (3, 3)), reference, rtol=1e-4,
+  reference = jax.linear_transpose(lambda k: conv2d_lib.conv2d(x, k, (1, 1)), k_struct)(g)[0]
+  np.testing.assert_allclose(conv2d_lib.conv2d_kernel_grad(x, g, (3, 3)), reference, rtol=1e-4,
                              atol=1e-4)
 
 
 def test_bfloat16_compute():
   x, kernel = _normal((1, 4, 4, 4, 8), 7), _normal((3, 3, 3, 8, 8), 8, scale=0.2)
-  y = layers.conv3d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  y = conv_lib.conv3d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
   assert y.dtype == jnp.bfloat16
-  reference = layers.conv3d(x, kernel, method="xla")
+  reference = conv_lib.conv3d(x, kernel, method="xla")
   scale = float(jnp.max(jnp.abs(reference)))
   assert float(jnp.max(jnp.abs(y.astype(jnp.float32) - reference))) < 0.03 * scale
-  g = jax.grad(lambda k: jnp.sum(layers.conv3d(x.astype(jnp.bfloat16), k).astype(jnp.float32)))(
+  g = jax.grad(lambda k: jnp.sum(conv_lib.conv3d(x.astype(jnp.bfloat16), k).astype(jnp.float32)))(
       kernel.astype(jnp.bfloat16))
   assert g.dtype == jnp.bfloat16
 
@@ -187,13 +190,13 @@ def test_bfloat16_compute():
 def test_conv3d_rejects_bad_arguments():
   x = jnp.zeros((1, 4, 4, 4, 2))
   with pytest.raises(ValueError, match="method"):
-    layers.conv3d(x, jnp.zeros((3, 3, 3, 2, 2)), method="fft")
+    conv_lib.conv3d(x, jnp.zeros((3, 3, 3, 2, 2)), method="fft")
   with pytest.raises(ValueError, match=r"odd kernel sizes.*\(2, 3, 3, 2, 2\)"):
-    layers.conv3d(x, jnp.zeros((2, 3, 3, 2, 2)))
+    conv_lib.conv3d(x, jnp.zeros((2, 3, 3, 2, 2)))
   with pytest.raises(ValueError, match=r"sum C_i = C.*kernel shape \(3, 3, 3, 3, 2\)"):
-    layers.conv3d(x, jnp.zeros((3, 3, 3, 3, 2)))
+    conv_lib.conv3d(x, jnp.zeros((3, 3, 3, 3, 2)))
   with pytest.raises(ValueError, match=r"\(1, 4, 4, 4, 2\), \(1, 4, 4, 2, 1\)"):
-    layers.conv3d([x, jnp.zeros((1, 4, 4, 2, 1))], jnp.zeros((3, 3, 3, 3, 2)))
+    conv_lib.conv3d([x, jnp.zeros((1, 4, 4, 2, 1))], jnp.zeros((3, 3, 3, 3, 2)))
   with pytest.raises(ValueError, match="conv_method"):
     layers.ConvBNReLU(4, conv_method="fft").init(jax.random.key(0), x, train=False)
 
@@ -264,3 +267,42 @@ def test_unet3d_fast_and_remat_equal_plain():
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     for a, b in zip(jax.tree.leaves((stats, grads)), jax.tree.leaves((stats_ref, grads_ref))):
       np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", FAST_METHODS + ("xla",))
+@pytest.mark.parametrize("kernel_size", [(3, 3, 3), (5, 3, 1)])
+def test_valid_padding_matches_nn_conv_values_and_gradients(method, kernel_size, tiny_pieces):
+  x = _normal((2, 6, 5, 7, 3), 40)
+  kernel = _normal((*kernel_size, 3, 4), 41, scale=0.3)
+  reference = nn.Conv(4, kernel_size, padding="VALID", use_bias=False)
+  plain = lambda x, k: reference.apply({"params": {"kernel": k}}, x)
+  fast = lambda x, k: conv_lib.conv3d(x, k, method=method, padding="VALID")
+  y = fast(x, kernel)
+  assert y.shape == (2, 7 - kernel_size[0], 6 - kernel_size[1], 8 - kernel_size[2], 4)
+  np.testing.assert_allclose(y, plain(x, kernel), rtol=1e-5, atol=1e-5)
+  weights = _normal(y.shape, 42)
+  grads = [jax.grad(lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k)) * weights), argnums=(0, 1))(
+      x, kernel) for f in (fast, plain)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_old_method_names_are_aliases():
+  x, kernel = _normal((1, 5, 4, 4, 3), 43), _normal((5, 3, 3, 3, 2), 44)
+  for old, new in [("stack2d", "fold_in"), ("xla3d", "xla"), ("plain", "xla")]:
+    assert conv_lib.canonical_method(old) == new
+    np.testing.assert_array_equal(conv_lib.conv3d(x, kernel, method=old),
+                                  conv_lib.conv3d(x, kernel, method=new))
+  with pytest.raises(ValueError, match=r"Conv3D method must be one of .*'fft'"):
+    layers.Conv3D(2, method="fft").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="padding"):
+    conv_lib.conv3d(x, kernel, padding="FULL")
+
+
+def test_auto_method_per_backend_and_kernel():
+  assert conv_lib.auto_method((3, 3, 3, 8, 8), "gpu") == "xla"
+  assert conv_lib.auto_method((5, 5, 5, 8, 8), "tpu") == "xla"
+  assert conv_lib.auto_method((3, 3, 3, 8, 8), "cpu") == "winograd"
+  assert conv_lib.auto_method((5, 5, 5, 32, 32), "cpu") == "winograd"
+  assert conv_lib.auto_method((5, 5, 5, 32, 4), "cpu") == "sum"
+  assert conv_lib.auto_method((1, 3, 3, 8, 8), "cpu") == "sum"

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from medjax.models import layers
+from medjax.models.ops import batch_norm as batch_norm_lib
+from medjax.models.ops import pooling
+from medjax.models.ops import resample
 from medjax.models import unet3d
 
 
@@ -48,16 +51,16 @@ def _normal(shape, seed):
 def test_depth_to_space_layout_and_inverse():
   c = 3
   x = jnp.arange(2 * 2 * 3 * 1 * 8 * c, dtype=jnp.float32).reshape(2, 2, 3, 1, 8 * c)
-  y = layers.depth_to_space(x, 2)
+  y = resample.depth_to_space(x, 2)
   assert y.shape == (2, 4, 6, 2, c)
   xn, yn = np.asarray(x), np.asarray(y)
   for b, i, j, k, p, q, s, ch in [(0, 0, 0, 0, 0, 0, 0, 0), (1, 1, 2, 0, 1, 0, 1, 2),
                                   (0, 1, 1, 0, 0, 1, 1, 1), (1, 0, 2, 0, 1, 1, 0, 0)]:
     assert yn[b, 2 * i + p, 2 * j + q, 2 * k + s, ch] == xn[b, i, j, k, ((p * 2 + q) * 2 + s) * c
                                                              + ch]
-  np.testing.assert_array_equal(layers.space_to_depth(y, 2), x)
+  np.testing.assert_array_equal(resample.space_to_depth(y, 2), x)
   with pytest.raises(ValueError, match="divisible by 8"):
-    layers.depth_to_space(jnp.zeros((1, 2, 2, 2, 12)), 2)
+    resample.depth_to_space(jnp.zeros((1, 2, 2, 2, 12)), 2)
 
 
 def test_upconv_equals_conv_transpose_values_and_gradients():
@@ -87,12 +90,12 @@ def test_upconv_equals_conv_transpose_values_and_gradients():
 def test_max_pool_2x_equals_nn_max_pool():
   x = _normal((2, 4, 6, 8, 3), 3)  # no ties
   ref = lambda x: nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="VALID")
-  np.testing.assert_array_equal(layers.max_pool_2x(x), ref(x))
+  np.testing.assert_array_equal(pooling.max_pool_2x(x), ref(x))
   w = _normal((2, 2, 3, 4, 3), 4)
-  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(layers.max_pool_2x(x) * w))(x),
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(pooling.max_pool_2x(x) * w))(x),
                                 jax.grad(lambda x: jnp.sum(ref(x) * w))(x))
   with pytest.raises(ValueError, match=r"\(1, 3, 4, 4, 2\)"):
-    layers.max_pool_2x(jnp.zeros((1, 3, 4, 4, 2)))
+    pooling.max_pool_2x(jnp.zeros((1, 3, 4, 4, 2)))
 
 
 def test_max_pool_2x_gradient_goes_to_the_first_maximum_at_ties():
@@ -101,28 +104,32 @@ def test_max_pool_2x_gradient_goes_to_the_first_maximum_at_ties():
   # the first in (depth, height, width) order: (0, 0, 0) and (0, 1, 1).
   x = np.ones((1, 2, 2, 2, 2), np.float32)
   x[0, :, :, :, 1] = [[[0, 1], [2, 5]], [[3, 5], [4, 1]]]
-  g = jax.grad(lambda x: jnp.sum(layers.max_pool_2x(x) * jnp.asarray([[[[[2.0, 3.0]]]]])))(
+  g = jax.grad(lambda x: jnp.sum(pooling.max_pool_2x(x) * jnp.asarray([[[[[2.0, 3.0]]]]])))(
       jnp.asarray(x))
   expected = np.zeros_like(x)
   expected[0, 0, 0, 0, 0] = 2.0
   expected[0, 0, 1, 1, 1] = 3.0
   np.testing.assert_array_equal(g, expected)
-  np.testing.assert_array_equal(layers.max_pool_2x(jnp.asarray(x)).reshape(-1), [1.0, 5.0])
+  np.testing.assert_array_equal(pooling.max_pool_2x(jnp.asarray(x)).reshape(-1), [1.0, 5.0])
 
 
-class _FlaxBatchNormReLU(nn.Module):
-  """The reference: flax's BatchNorm, then ReLU, differentiated by JAX."""
+class _FlaxBatchNorm(nn.Module):
+  """The reference: flax's BatchNorm, then ReLU if `relu`, differentiated by JAX."""
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x, use_running_average):
-    return nn.relu(nn.BatchNorm(use_running_average=use_running_average, momentum=0.9,
-                                epsilon=1e-5, name="bn")(x))
+    y = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
+                     name="bn")(x)
+    return nn.relu(y) if self.relu else y
 
 
-def test_batch_norm_relu_equals_flax_batch_norm_then_relu():
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_batch_norm_equals_flax_batch_norm_then_activation(activation):
   x = 2.0 * _normal((2, 3, 4, 5, 6), 20) + 0.5
   x = x.at[..., 2].set(1.5)  # a constant channel: variance 0 (or a rounding error below it)
-  fused, reference = layers.BatchNormReLU(name="bn"), _FlaxBatchNormReLU()
+  fused = layers.BatchNorm(activation, name="bn")
+  reference = _FlaxBatchNorm(relu=activation == "relu")
   init = lambda m: m.init(jax.random.key(0), x, use_running_average=False)
   v_fused, v_ref = init(fused), init(reference)
   # The same variables (names, shapes, initial values), so checkpoints are interchangeable.
@@ -151,7 +158,7 @@ def test_batch_norm_relu_equals_flax_batch_norm_then_relu():
   (l_ref, (y_ref, new_ref)), g_ref = jax.value_and_grad(
       ref_loss, argnums=(0, 1), has_aux=True)(params, x)
   np.testing.assert_allclose(y_fused, y_ref, rtol=1e-6, atol=1e-6)
-  assert float(jnp.min(y_fused)) == 0.0  # the ReLU clipped something
+  assert (float(jnp.min(y_fused)) == 0.0) == (activation == "relu")  # the ReLU clipped
   np.testing.assert_allclose(l_fused, l_ref, rtol=1e-6)
   for a, b in zip(jax.tree.leaves((new_fused, g_fused)), jax.tree.leaves((new_ref, g_ref))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -161,8 +168,9 @@ def test_batch_norm_relu_equals_flax_batch_norm_then_relu():
                                use_running_average=True)
   np.testing.assert_allclose(y_eval, y_eval_ref, rtol=1e-6, atol=1e-6)
   # bfloat16 compute: bfloat16 output, statistics still float32.
-  z, mean, var = layers.batch_norm_relu(x.astype(jnp.bfloat16), params["scale"], params["bias"],
-                                        dtype=jnp.bfloat16)
+  z, mean, var = batch_norm_lib.batch_norm(x.astype(jnp.bfloat16), params["scale"],
+                                           params["bias"], activation=activation,
+                                           dtype=jnp.bfloat16)
   assert z.dtype == jnp.bfloat16 and mean.dtype == var.dtype == jnp.float32
   np.testing.assert_allclose(z.astype(jnp.float32), y_ref, rtol=2e-2, atol=2e-2)
 

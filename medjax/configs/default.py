@@ -98,7 +98,10 @@ def model_config() -> ml_collections.ConfigDict:
   m.base_features = _optional(int)
   m.dtype = "float32"  # compute dtype: float32 or bfloat16 (the logits stay float32)
   m.param_dtype = _optional(str)  # parameter dtype (default float32)
-  m.conv_method = _optional(str)  # UNET3D, VNET: 'auto', 'xla' or 'fast' convolutions
+  # Every model: how its convolutions run (same parameters and values whichever): 'auto' (the
+  # fastest measured per layer on CPU, XLA's own elsewhere), 'winograd', 'fold_in', 'fold_out',
+  # 'sum' or 'xla' (models.ops.conv.METHODS).
+  m.conv_method = _optional(str)
   m.num_levels = _optional(int)  # UNET3D: resolution levels (4)
   m.remat = _optional(bool)  # UNET3D: recompute activations in the backward pass
   m.depth = _optional(int)  # VNET (4), VNET2 (3): down-sampling stages

@@ -37,13 +37,13 @@ dropout needs a `'dropout'` PRNG stream (`rngs={'dropout': key}`). Logits are fl
 `dtype` the layers compute in.
 """
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models import zoo_layers
+from medjax.models import layers
 
 Dtype = Any
 
@@ -60,21 +60,24 @@ class DenseLayer(nn.Module):
   Attributes:
     growth: channels the layer adds.
     dropout_rate: dropout rate on the new channels.
+    conv_method: `layers.Conv3D.method` of the 3x3x3 convolution.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
   growth: int
   dropout_rate: float = 0.0
+  conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]` -> `[B, D, H, W, C + growth]`."""
-    y = zoo_layers.batch_norm(train, self.dtype, self.param_dtype, name="bn")(x)
-    y = nn.relu(y)
-    y = nn.Conv(self.growth, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="conv")(y)
+    y = layers.BatchNorm("relu", dtype=self.dtype, param_dtype=self.param_dtype,
+                         name="bn")(x, use_running_average=not train)
+    y = layers.Conv3D(self.growth, (3, 3, 3), padding="SAME", use_bias=False,
+                      method=self.conv_method, dtype=self.dtype, param_dtype=self.param_dtype,
+                      name="conv")(y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     return jnp.concatenate([x, y], axis=-1)
 
@@ -87,6 +90,7 @@ class DensePath(nn.Module):
     head_features: channels of the 1x1x1 head convolutions.
     dropout_rate: dropout in the dense layers.
     head_dropout_rate: dropout after each head convolution (MedicalZoo: 0.5).
+    conv_method: `layers.Conv3D.method` of the 3x3x3 convolutions.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -94,6 +98,7 @@ class DensePath(nn.Module):
   head_features: Sequence[int] = HEAD_FEATURES
   dropout_rate: float = 0.0
   head_dropout_rate: float = 0.5
+  conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -101,7 +106,7 @@ class DensePath(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]` -> features `[B, D, H, W, head_features[-1]]`."""
     for i, g in enumerate(self.growth):
-      x = DenseLayer(g, self.dropout_rate, self.dtype, self.param_dtype,
+      x = DenseLayer(g, self.dropout_rate, self.conv_method, self.dtype, self.param_dtype,
                      name=f"dense{i + 1}")(x, train=train)
     for i, f in enumerate(self.head_features):
       x = nn.Conv(f, (1, 1, 1), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -110,29 +115,19 @@ class DensePath(nn.Module):
     return x
 
 
-def _check_input(x: jax.Array, model: str) -> None:
-  if x.ndim != 5:
-    raise ValueError(f"{model} expects [B, D, H, W, C] input; got shape {x.shape}.")
-
-
-class _SamePaddedModel(nn.Module):
-  """Output spatial size equals input spatial size."""
-  margin: ClassVar[int] = 0
-
-  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
-    return tuple(input_spatial)
-
-
-class SinglePathDenseNet(_SamePaddedModel):
-  """`DENSENET1`: one dense path over all modalities as channels.
+class _DenseNet(layers.SamePaddedModel):
+  """What the three DenseNets share: their fields, same-padded output, the dense path and the
+  1x1x1 classifier (no bias). Logits are float32.
 
   Attributes:
     num_classes: output channels K (logits).
-    growth: dense-layer growths (MedicalZoo: 9 layers, `GROWTH_9`).
+    growth: dense-layer growths of the (shared or each) path.
     head_features: 1x1x1 head widths (400, 200, 150).
-    dropout_rate: dense-layer dropout (MedicalZoo default 0.1).
+    dropout_rate: dense-layer dropout.
     head_dropout_rate: head dropout (0.5).
+    conv_method: how the 3x3x3 convolutions run (`layers.Conv3D.method`): 'auto' (the fastest
+      measured on CPU, XLA's 3D convolution elsewhere), another `ops.conv.METHODS` entry or an
+      old name ('plain', 'xla3d': `nn.Conv`'s XLA convolution). Same parameters and values.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -141,95 +136,79 @@ class SinglePathDenseNet(_SamePaddedModel):
   head_features: Sequence[int] = HEAD_FEATURES
   dropout_rate: float = 0.1
   head_dropout_rate: float = 0.5
+  conv_method: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
-    _check_input(x, "SinglePathDenseNet")
-    x = jnp.asarray(x, self.dtype)
-    y = DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
-                  self.head_dropout_rate, self.dtype, self.param_dtype, name="path")(x, train=train)
+  def _input(self, x: jax.Array) -> jax.Array:
+    if x.ndim != 5:
+      raise ValueError(f"{type(self).__name__} expects [B, D, H, W, C] input; got shape "
+                       f"{x.shape}.")
+    return jnp.asarray(x, self.dtype)
+
+  def _path(self, name: str) -> DensePath:
+    return DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
+                     self.head_dropout_rate, self.conv_method, self.dtype, self.param_dtype,
+                     name=name)
+
+  def _classify(self, y: jax.Array) -> jax.Array:
     return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
                    param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
 
 
-class DualPathDenseNet(_SamePaddedModel):
+class SinglePathDenseNet(_DenseNet):
+  """`DENSENET1`: one dense path over all modalities as channels.
+
+  Fields as `_DenseNet`: growth `GROWTH_9` (MedicalZoo: 9 layers), dense-layer dropout 0.1
+  (MedicalZoo's default).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
+    return self._classify(self._path("path")(self._input(x), train=train))
+
+
+class DualPathDenseNet(_DenseNet):
   """`DENSENET2`: one dense path per modality (input channel), late fusion.
 
-  Attributes:
-    num_classes: output channels K (logits).
-    growth: dense-layer growths of each path (MedicalZoo, 2 modalities: 8 layers, `GROWTH_8`;
-      it uses `GROWTH_9` for 3 modalities).
-    head_features: 1x1x1 head widths of each path (400, 200, 150).
-    dropout_rate: dense-layer dropout (MedicalZoo default 0).
-    head_dropout_rate: head dropout (0.5).
-    fusion: 'concat' (MedicalZoo default; classifier on C * 150 channels) or 'sum' (on 150).
-    dtype: computation dtype.
-    param_dtype: parameter dtype.
+  Fields as `_DenseNet`, with growth `GROWTH_8` for each path (MedicalZoo, 2 modalities; it uses
+  `GROWTH_9` for 3 modalities), dense-layer dropout 0 (MedicalZoo's default), and
+  fusion: 'concat' (MedicalZoo default; classifier on C * 150 channels) or 'sum' (on 150).
   """
-  num_classes: int
   growth: Sequence[int] = GROWTH_8
-  head_features: Sequence[int] = HEAD_FEATURES
   dropout_rate: float = 0.0
-  head_dropout_rate: float = 0.5
   fusion: str = "concat"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
-    _check_input(x, "DualPathDenseNet")
+    x = self._input(x)
     if self.fusion not in ("concat", "sum"):
       raise ValueError(f"DualPathDenseNet fusion must be 'concat' or 'sum'; got {self.fusion!r}.")
-    x = jnp.asarray(x, self.dtype)
-    features = [
-        DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
-                  self.head_dropout_rate, self.dtype, self.param_dtype,
-                  name=f"path{m + 1}")(x[..., m:m + 1], train=train)
-        for m in range(x.shape[-1])
-    ]
+    features = [self._path(f"path{m + 1}")(x[..., m:m + 1], train=train)
+                for m in range(x.shape[-1])]
     y = jnp.concatenate(features, axis=-1) if self.fusion == "concat" else sum(features)
-    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
+    return self._classify(y)
 
 
-class DualSingleDenseNet(_SamePaddedModel):
+class DualSingleDenseNet(_DenseNet):
   """`DENSENET3`: one dense layer per modality, early fusion into one dense path.
 
-  Attributes:
-    num_classes: output channels K (logits).
-    early_growth: channels of each modality's first dense layer (25).
-    growth: dense-layer growths of the shared path (`GROWTH_8`).
-    head_features: 1x1x1 head widths (400, 200, 150).
-    dropout_rate: dropout of all dense layers (MedicalZoo's `create_model`: 0.1).
-    head_dropout_rate: head dropout (0.5).
-    dtype: computation dtype.
-    param_dtype: parameter dtype.
+  Fields as `_DenseNet`, with growth `GROWTH_8` for the shared path, dropout 0.1 in all dense
+  layers (MedicalZoo's `create_model`), and early_growth: channels of each modality's first
+  dense layer (25).
   """
-  num_classes: int
-  early_growth: int = 25
   growth: Sequence[int] = GROWTH_8
-  head_features: Sequence[int] = HEAD_FEATURES
-  dropout_rate: float = 0.1
-  head_dropout_rate: float = 0.5
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  early_growth: int = 25
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`."""
-    _check_input(x, "DualSingleDenseNet")
-    x = jnp.asarray(x, self.dtype)
+    x = self._input(x)
     early = [
-        DenseLayer(self.early_growth, self.dropout_rate, self.dtype, self.param_dtype,
-                   name=f"early{m + 1}")(x[..., m:m + 1], train=train)
+        DenseLayer(self.early_growth, self.dropout_rate, self.conv_method, self.dtype,
+                   self.param_dtype, name=f"early{m + 1}")(x[..., m:m + 1], train=train)
         for m in range(x.shape[-1])
     ]
-    y = DensePath(tuple(self.growth), tuple(self.head_features), self.dropout_rate,
-                  self.head_dropout_rate, self.dtype, self.param_dtype,
-                  name="path")(jnp.concatenate(early, axis=-1), train=train)
-    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
+    return self._classify(self._path("path")(jnp.concatenate(early, axis=-1), train=train))

@@ -25,15 +25,16 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models import layers
+from medjax.models.ops import pooling
 
 Dtype = Any
 
 
-class EncoderStep(nn.Module):
-  """Two `ConvBNReLU` at one resolution: `in -> features -> 2 * features`.
+class _Step(nn.Module):
+  """Two `ConvBNReLU` at one resolution (`conv1`, `conv2`).
 
   Attributes:
-    features: channels of the first convolution; the second doubles them (Çiçek et al.).
+    features: channels of the first convolution.
     conv_method: `layers.ConvBNReLU.conv_method`.
     dtype: computation dtype.
     param_dtype: parameter dtype.
@@ -42,40 +43,34 @@ class EncoderStep(nn.Module):
   conv_method: str = "auto"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+
+  def _convs(self, x, second_features: int, train: bool) -> jax.Array:
+    kw = dict(conv_method=self.conv_method, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.ConvBNReLU(self.features, name="conv1", **kw)(x, train=train)
+    return layers.ConvBNReLU(second_features, name="conv2", **kw)(x, train=train)
+
+
+class EncoderStep(_Step):
+  """Two `ConvBNReLU` at one resolution: `in -> features -> 2 * features` (Çiçek et al.: the
+  second convolution doubles the channels)."""
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]` -> `[B, D, H, W, 2 * features]` (not pooled: that is the skip)."""
-    kw = dict(conv_method=self.conv_method, dtype=self.dtype, param_dtype=self.param_dtype)
-    x = layers.ConvBNReLU(self.features, name="conv1", **kw)(x, train=train)
-    return layers.ConvBNReLU(2 * self.features, name="conv2", **kw)(x, train=train)
+    return self._convs(x, 2 * self.features, train)
 
 
-class DecoderStep(nn.Module):
-  """Up-convolution (channels kept), concatenation of the skip, two `ConvBNReLU` to `features`.
-
-  Attributes:
-    features: output channels of both convolutions.
-    conv_method: `layers.ConvBNReLU.conv_method`.
-    dtype: computation dtype.
-    param_dtype: parameter dtype.
-  """
-  features: int
-  conv_method: str = "auto"
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
+class DecoderStep(_Step):
+  """Up-convolution (channels kept), concatenation of the skip, two `ConvBNReLU` to `features`."""
 
   @nn.compact
   def __call__(self, x: jax.Array, skip: jax.Array, train: bool) -> jax.Array:
     """`x` `[B, D, H, W, C]`, `skip` `[B, 2D, 2H, 2W, S]` -> `[B, 2D, 2H, 2W, features]`."""
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = layers.UpConv(x.shape[-1], name="upconv", **kw)(x)
-    kw["conv_method"] = self.conv_method
+    x = layers.UpConv(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
+                      name="upconv")(x)
     # The concatenation [skip, x] along the channels, which the convolution reads piece by piece
     # instead of forming it (192 MB at 64^3 with base 32, and as much for its gradient).
-    x = layers.ConvBNReLU(self.features, name="conv1", **kw)([skip.astype(x.dtype), x],
-                                                             train=train)
-    return layers.ConvBNReLU(self.features, name="conv2", **kw)(x, train=train)
+    return self._convs([skip.astype(x.dtype), x], self.features, train)
 
 
 class UNet3D(nn.Module):
@@ -86,9 +81,10 @@ class UNet3D(nn.Module):
     base_features: channels of the first convolution (the paper: 32).
     num_levels: resolution steps including the bottom one (the paper: 4, i.e. 3 poolings). Spatial
       sizes must be divisible by `2 ** (num_levels - 1)`.
-    conv_method: how the 3x3x3 convolutions run: 'auto' (default; `layers.conv3d` through XLA's
-      2D convolution, the fastest on CPU), another `layers.CONV_METHODS` entry, or 'plain'
-      (`nn.Conv`). Same parameters and values (up to float rounding) whichever is chosen.
+    conv_method: how the 3x3x3 convolutions run: 'auto' (default; `ops.conv.conv3d` through XLA's
+      2D convolution, Winograd along depth, the fastest on CPU), another `ops.conv.METHODS` entry,
+      or an old name ('plain': `nn.Conv`'s XLA convolution = 'xla'). Same parameters and values
+      (up to float rounding) whichever is chosen.
     remat: recompute each encoder/decoder step's activations in the backward pass instead of
       keeping them (`nn.remat`), for large crops on accelerators; same values and parameters.
       On XLA:CPU (jaxlib 0.10.2) it did not save memory when measured (the 64^3 paper train
@@ -131,7 +127,7 @@ class UNet3D(nn.Module):
     for level in range(self.num_levels - 1):
       x = encoder(self.base_features * 2**level, name=f"encoder_{level}", **kw)(x, train)
       skips.append(x)
-      x = layers.max_pool_2x(x)
+      x = pooling.max_pool_2x(x)
     bottom = self.num_levels - 1
     x = encoder(self.base_features * 2**bottom, name=f"encoder_{bottom}", **kw)(x, train)
     for level in reversed(range(self.num_levels - 1)):

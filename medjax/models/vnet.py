@@ -29,13 +29,13 @@ bias; per-channel PReLU slopes; running statistics not counted): `VNet` 45,613,9
 `VNetLight` 12,249,988, as MedicalZoo's `VNet(elu=False)` / `VNetLight(elu=False)`.
 """
 
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models import zoo_layers
+from medjax.models import layers
 
 Dtype = Any
 
@@ -49,7 +49,7 @@ _UP_CONVS = (1, 1, 2, 2)
 _UP_DROPOUT = (False, False, True, True)
 
 
-class VNet(nn.Module):
+class VNet(layers.SamePaddedModel):
   """V-Net for `[B, D, H, W, C]` volumes; D, H, W must be multiples of `2**depth`.
 
   Attributes:
@@ -61,8 +61,9 @@ class VNet(nn.Module):
     dropout_rate: rate of the channel dropout (MedicalZoo: 0.5).
     paper_output_block: False for MedicalZoo's output block (5x5x5 conv + BN + act + 1x1x1
       conv), True for the paper's single 1x1x1 convolution. See the module docstring.
-    conv_method: how the 5x5x5 convolutions run (`zoo_layers.Conv3D`): 'auto' (2D-stacked on
-      CPU, XLA's 3D convolution elsewhere), 'stack2d' or 'xla3d'. Same parameters and results.
+    conv_method: how the 5x5x5 convolutions run (`layers.Conv3D`): 'auto' (the fastest measured
+      on CPU, XLA's 3D convolution elsewhere), another `ops.conv.METHODS` entry, or an old name
+      ('stack2d' = 'fold_in', 'xla3d' = 'xla'). Same parameters and results.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -76,26 +77,20 @@ class VNet(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  # Same-padded convolutions: the output has the input's spatial size.
-  margin: ClassVar[int] = 0
-
-  def output_shape(self, input_spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """Spatial size of the logits for an input of spatial size `input_spatial`: the same."""
-    return tuple(input_spatial)
-
   def _act(self, channels: int, name: str):
     if self.activation == "prelu":
-      return zoo_layers.PReLU(channels, param_dtype=self.param_dtype, name=name)
+      return layers.PReLU(channels, param_dtype=self.param_dtype, name=name)
     if self.activation == "elu":
       return nn.elu
     raise ValueError(f"VNet activation must be 'prelu' or 'elu'; got {self.activation!r}.")
 
-  def _conv5(self, features: int, name: str) -> zoo_layers.Conv3D:
-    return zoo_layers.Conv3D(features, (5, 5, 5), padding="SAME", method=self.conv_method,
-                             dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+  def _conv5(self, features: int, name: str) -> layers.Conv3D:
+    return layers.Conv3D(features, (5, 5, 5), padding="SAME", method=self.conv_method,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return zoo_layers.batch_norm(train, self.dtype, self.param_dtype, name=name)
+  def _bn(self, train: bool, name: str):
+    bn = layers.BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return lambda x: bn(x, use_running_average=not train)
 
   def _channel_dropout(self, x: jax.Array, train: bool) -> jax.Array:
     # PyTorch's Dropout3d zeroes whole channels of each sample: one draw per (B, C).
@@ -142,8 +137,8 @@ class VNet(nn.Module):
     skips = [out]
     for level in range(1, self.depth + 1):
       features = base * 2**level
-      down = zoo_layers.DownConv2x(features, dtype=self.dtype, param_dtype=self.param_dtype,
-                                   name=f"down{level}_conv")(out)
+      down = layers.DownConv(features, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name=f"down{level}_conv")(out)
       down = self._bn(train, f"down{level}_bn")(down)
       down = self._act(features, f"down{level}_act")(down)
       inner = self._channel_dropout(down, train) if _DOWN_DROPOUT[level - 1] else down
@@ -157,8 +152,8 @@ class VNet(nn.Module):
       if _UP_DROPOUT[level]:
         out = self._channel_dropout(out, train)
       skip = self._channel_dropout(skip, train)
-      up = zoo_layers.UpConv2x(half, dtype=self.dtype, param_dtype=self.param_dtype,
-                               name=f"up{level}_conv")(out)
+      up = layers.UpConv(half, dtype=self.dtype, param_dtype=self.param_dtype,
+                         name=f"up{level}_conv")(out)
       up = self._bn(train, f"up{level}_bn")(up)
       up = self._act(half, f"up{level}_act")(up)
       cat = jnp.concatenate([up, skip], axis=-1)
