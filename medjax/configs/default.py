@@ -105,7 +105,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.num_levels = _optional(int)  # UNET3D: resolution levels (4)
   m.remat = _optional(bool)  # UNET3D: recompute activations in the backward pass
   m.depth = _optional(int)  # VNET (4), VNET2 (3): down-sampling stages
-  m.activation = _optional(str)  # VNET, VNET2: 'prelu', 'relu' or 'elu'
+  m.activation = _optional(str)  # VNET, VNET2: 'prelu' or 'elu'
   m.paper_output_block = _optional(bool)  # VNET, VNET2: the paper's single 1x1x1 output conv
   m.dropout_rate = _optional(float)  # VNET, DENSENET*, HYPERDENSENET
   m.growth = _optional(tuple)  # DENSENET*, HYPERDENSENET: features added per dense layer
