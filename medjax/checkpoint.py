@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from medjax import io
 from medjax import models
 from medjax.configs import default
 from medjax.training import state as train_state_lib
@@ -31,10 +32,8 @@ BEST_METRIC = "val_dice_mean"  # mean foreground Dice on the validation subjects
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Writes `config` as JSON to `<workdir>/config.json` (atomically)."""
-  path = os.path.join(os.fspath(workdir), CONFIG_FILENAME)
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + ".tmp", path)
+  io.write_text(os.path.join(os.fspath(workdir), CONFIG_FILENAME),
+                config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

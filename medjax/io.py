@@ -149,3 +149,23 @@ def save_image(path: PathLike, data: np.ndarray, affine: np.ndarray, *,
   finally:
     for tmp in temps + [pathlib.Path(placeholder)]:
       tmp.unlink(missing_ok=True)
+
+
+def write_text(path: PathLike, text: str) -> pathlib.Path:
+  """Writes `text` to `path` atomically: into a unique temporary file in the same folder, then
+  renamed into place, so a reader never sees a half-written file and a failed write leaves none.
+  The file gets the usual permissions (0666 less the umask; `mkstemp` alone would give 0600).
+  """
+  path = pathlib.Path(path)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  try:
+    with os.fdopen(fd, "w", newline="") as f:
+      f.write(text)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path

@@ -120,3 +120,27 @@ def test_allow_4d_still_drops_trailing_singletons(tmp_path):
   nib.save(nib.Nifti1Image(_volume((3, 4, 5, 2, 2)), np.eye(4)), tmp_path / "bad.nii.gz")
   with pytest.raises(ValueError, match=r"bad\.nii\.gz: expected a 3-D or 4-D.*\(3, 4, 5, 2, 2\)"):
     io.load_image(tmp_path / "bad.nii.gz", allow_4d=True)
+
+
+def test_write_text_is_atomic_and_leaves_no_temporary(tmp_path):
+  path = tmp_path / "config.json"
+  path.write_text("old")
+  assert io.write_text(path, '{"a": 1}\n') == path
+  assert path.read_text() == '{"a": 1}\n'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+  mask = os.umask(0)
+  os.umask(mask)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_write_text_failure_keeps_the_old_file(tmp_path, monkeypatch):
+  path = tmp_path / "results.csv"
+  path.write_text("old")
+
+  def fail(*args):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "replace", fail)
+  with pytest.raises(OSError, match="No space"):
+    io.write_text(path, "new")
+  assert path.read_text() == "old"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medjax import io
 from medjax.data import datasets
 from medjax.data import geometry
 from medjax.data import normalize
@@ -169,11 +170,8 @@ class Preprocessing:
 
   def save(self, workdir: str | os.PathLike) -> pathlib.Path:
     """Writes `<workdir>/preprocessing.json` atomically."""
-    path = pathlib.Path(workdir) / FILENAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return io.write_text(pathlib.Path(workdir) / FILENAME,
+                         json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def load(workdir: str | os.PathLike) -> Preprocessing | None:

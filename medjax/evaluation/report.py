@@ -11,11 +11,11 @@ from io import StringIO
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from medjax import io as io_lib
 from medjax import labels as labels_lib
 
 METRIC_NAMES = ("dice", "hd95", "assd")
@@ -93,20 +93,6 @@ def format_table(results: dict[str, dict[int | str, dict[str, float]]],
   return "\n".join(lines)
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w", newline="") as f:
-      f.write(text)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the usual permissions
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _json_value(value: float) -> float | str | None:
   # JSON has no nan/inf: write them as null / "inf" so any JSON reader accepts the file.
   if np.isnan(value):
@@ -141,7 +127,7 @@ def save_results(output_dir: str | os.PathLike,
   csv_path, json_path = output_dir / "metrics.csv", output_dir / "metrics.json"
   buf = StringIO()
   csv.writer(buf).writerows(rows)
-  _atomic_write(csv_path, buf.getvalue())
+  io_lib.write_text(csv_path, buf.getvalue())
   files = {key: {"prediction": str(p), "label": str(l)} for key, p, l in pairs}
   document: dict[str, Any] = {
       "units": {m: UNITS[m] for m in measured},
@@ -154,5 +140,5 @@ def save_results(output_dir: str | os.PathLike,
   if labels.regions:
     document["regions"] = {names[r]: [labels.class_names[i] for i in ids]
                            for r, ids in labels.regions.items()}
-  _atomic_write(json_path, json.dumps(document, indent=2) + "\n")
+  io_lib.write_text(json_path, json.dumps(document, indent=2) + "\n")
   return csv_path, json_path
