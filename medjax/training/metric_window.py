@@ -75,13 +75,14 @@ class MetricWindow:
     window = self._window
     loss = float(np.mean([m["loss"] for m in window]))
     dice = np.mean([m["dice"] for m in window], axis=0)
+    dice_mean = float(np.mean(dice[self.scored]))
     if self.progress is not None:
-      self.progress.set_postfix(loss=f"{loss:.4f}", dice=f"{np.mean(dice[self.scored]):.3f}")
+      self.progress.set_postfix(loss=f"{loss:.4f}", dice=f"{dice_mean:.3f}")
     writer = self.writer
     if writer is None:
       return
     writer.add_scalar("train/loss", loss, step)
-    writer.add_scalar("train/dice_mean", float(np.mean(dice[self.scored])), step)
+    writer.add_scalar("train/dice_mean", dice_mean, step)
     for n, d in zip(self.names, dice):
       writer.add_scalar(f"train/dice_{n}", float(d), step)
     writer.add_scalar("train/grad_norm", float(np.mean([m["grad_norm"] for m in window])), step)
