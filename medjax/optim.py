@@ -14,7 +14,7 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "poly")
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -36,6 +36,16 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Sc
                        "number of steps for lr_schedule='step'.")
     return optax.exponential_decay(lr, transition_steps=config.lr_decay_steps,
                                    decay_rate=config.lr_decay_factor, staircase=True)
+  if name == "poly":
+    # nnU-Net's PolyLRScheduler: lr * (1 - step / num_train_steps) ** poly_exponent. optax's
+    # polynomial schedule is (init - end) * (1 - count / transition_steps) ** power + end with
+    # count clipped to [0, transition_steps], so end_value=0 gives exactly that, and 0 after the
+    # last step.
+    if config.poly_exponent <= 0:
+      raise ValueError(f"config.poly_exponent={config.poly_exponent}: expected a positive "
+                       "exponent for lr_schedule='poly' (nnU-Net: 0.9).")
+    return optax.polynomial_schedule(init_value=lr, end_value=0.0, power=config.poly_exponent,
+                                     transition_steps=max(config.num_train_steps, 1))
   raise ValueError(f"Unknown config.lr_schedule {name!r}; expected one of {SCHEDULES}.")
 
 
@@ -50,13 +60,23 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   """Builds the optax chain named by `config.optimizer`.
 
   PyTorch equivalents (same update rule, same defaults):
-    sgd:     torch.optim.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    sgd:     torch.optim.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                             nesterov=config.nesterov)
     adam:    torch.optim.Adam(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=...)
     rmsprop: torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8, momentum=config.momentum, ...)
   """
   name = config.optimizer.lower()
+  if config.nesterov and name != "sgd":
+    raise ValueError(f"config.nesterov=True is SGD's (torch.optim.SGD(nesterov=True)); "
+                     f"config.optimizer is {config.optimizer!r}.")
   if name == "sgd":
-    core = optax.trace(decay=config.momentum) if config.momentum else optax.identity()
+    if config.nesterov and not config.momentum:
+      raise ValueError("config.nesterov=True needs a momentum (torch: 'Nesterov momentum "
+                       f"requires a momentum'); config.momentum={config.momentum}.")
+    # torch's SGD: buf = momentum * buf + g (buf = g at the first step: optax's trace starts at
+    # 0, the same), then the step is buf, or g + momentum * buf with Nesterov: optax's trace.
+    core = (optax.trace(decay=config.momentum, nesterov=config.nesterov) if config.momentum
+            else optax.identity())
   elif name == "adam":
     core = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
   elif name == "rmsprop":

@@ -82,9 +82,54 @@ def test_schedules():
   np.testing.assert_allclose(cos(5), 0.05, rtol=1e-6)
 
 
-@pytest.mark.parametrize("key,value", [("optimizer", "lbfgs"), ("lr_schedule", "poly"),
+@pytest.mark.parametrize("key,value", [("optimizer", "lbfgs"), ("lr_schedule", "exponential"),
                                        ("weight_decay_mask", "biases")])
 def test_unknown_names_raise(key, value):
   config = _config(**{key: value})
   with pytest.raises(ValueError, match=key):
     optim.create_optimizer(config)
+
+
+def test_sgd_nesterov_matches_torch_rule_by_hand():
+  # torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True), from its docs:
+  #   g' = g + wd p;  b = g' (first step), else mu b + g';  p -= lr (g' + mu b).
+  # Step 1 (p = 1, g = 0.5): g' = 0.51, b = 0.51, p = 1 - 0.1 (0.51 + 0.459) = 0.9031.
+  # Step 2 (g = -1): g' = -1 + 0.009031 = -0.990969, b = 0.459 - 0.990969 = -0.531969,
+  #   p = 0.9031 - 0.1 (-0.990969 - 0.4787721) = 1.05007411.
+  config = _config(momentum=0.9, nesterov=True)
+  out = _run(config, {"w": jnp.array([1.0])}, [{"w": jnp.array([0.5])}, {"w": jnp.array([-1.0])}])
+  np.testing.assert_allclose(out["w"], [1.05007411], rtol=1e-6)
+  # Without Nesterov the same two steps differ (p -= lr b): 0.949, then 0.949 + 0.0531969...
+  plain = _run(_config(momentum=0.9), {"w": jnp.array([1.0])},
+               [{"w": jnp.array([0.5])}, {"w": jnp.array([-1.0])}])
+  assert abs(float(plain["w"][0]) - 1.05007411) > 1e-3
+
+
+def test_sgd_nesterov_matches_torch_rule_over_steps():
+  p, b = np.array([1.0, 2.0]), np.zeros(2)
+  for t, g in enumerate(GRADS):
+    g2 = g + 0.01 * p
+    b = g2 if t == 0 else 0.99 * b + g2
+    p = p - 0.1 * (g2 + 0.99 * b)
+  out = _run(_config(momentum=0.99, nesterov=True), {"w": jnp.array([1.0, 2.0])},
+             [{"w": jnp.asarray(g)} for g in GRADS])
+  np.testing.assert_allclose(out["w"], p, rtol=1e-6)
+
+
+def test_nesterov_needs_sgd_with_momentum():
+  with pytest.raises(ValueError, match="config.nesterov=True is SGD's"):
+    optim.create_optimizer(_config(optimizer="adam", nesterov=True))
+  with pytest.raises(ValueError, match="needs a momentum"):
+    optim.create_optimizer(_config(momentum=0.0, nesterov=True))
+
+
+def test_poly_schedule_values_by_hand():
+  # nnU-Net's PolyLRScheduler: 0.01 (1 - step / 10) ** 0.9; 0.5 ** 0.9 = 0.535886731...,
+  # 0.9 ** 0.9 = 0.909532576..., 0.1 ** 0.9 = 0.125892541...
+  poly = optim.create_learning_rate_schedule(
+      _config(lr_schedule="poly", learning_rate=0.01, num_train_steps=10))
+  np.testing.assert_allclose(
+      [poly(0), poly(1), poly(5), poly(9), poly(10), poly(12)],
+      [0.01, 0.00909532576, 0.00535886731, 0.00125892541, 0.0, 0.0], rtol=1e-6, atol=1e-9)
+  with pytest.raises(ValueError, match="poly_exponent"):
+    optim.create_learning_rate_schedule(_config(lr_schedule="poly", poly_exponent=0.0))
