@@ -274,3 +274,55 @@ def test_indivisible_input_raises():
   with pytest.raises(ValueError, match=r"\[B, D, H, W, C\]"):
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((16, 16, 16, 2)),
                                       train=False))
+
+
+def test_deep_supervision_heads_outputs_and_unchanged_main_path(tiny):
+  model, x, variables, eval_fn = tiny
+  deep = unet3d.UNet3D(num_classes=3, base_features=4, deep_supervision=True)
+  shapes = jax.eval_shape(lambda: deep.init(jax.random.key(0), x, train=False))
+  # The main path keeps its names and shapes; one 1x1x1 head per lower decoder level (1, 2),
+  # on that level's 2 * 4 * 2^l output channels.
+  extra = {k: v for k, v in shapes["params"].items() if k not in variables["params"]}
+  assert sorted(extra) == ["ds_classifier_1", "ds_classifier_2"]
+  assert extra["ds_classifier_1"]["kernel"].shape == (1, 1, 1, 16, 3)
+  assert extra["ds_classifier_2"]["kernel"].shape == (1, 1, 1, 32, 3)
+  main = {k: v for k, v in shapes["params"].items() if k in variables["params"]}
+  assert jax.tree.map(lambda a: a.shape, main) == jax.tree.map(
+      lambda a: a.shape, dict(variables["params"]))
+  rng = np.random.default_rng(1)
+  heads = {name: {"kernel": jnp.asarray(rng.normal(size=p["kernel"].shape), jnp.float32),
+                  "bias": jnp.asarray(rng.normal(size=p["bias"].shape), jnp.float32)}
+           for name, p in extra.items()}
+  deep_vars = {"params": {**variables["params"], **heads},
+               "batch_stats": variables["batch_stats"]}
+  # Inference: the full-resolution logits only, equal to the plain model's.
+  np.testing.assert_array_equal(
+      jax.jit(lambda v, x: deep.apply(v, x, train=False))(deep_vars, x), eval_fn(variables, x))
+  # Training: full resolution first, then 1/2 and 1/4, each the head applied to the decoder
+  # output of its level (read from the plain model's intermediates).
+  outputs, _ = deep.apply(deep_vars, x, train=True, mutable=["batch_stats"])
+  assert [o.shape for o in outputs] == [(2, 16, 8, 24, 3), (2, 8, 4, 12, 3), (2, 4, 2, 6, 3)]
+  assert all(o.dtype == jnp.float32 for o in outputs)
+  plain, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                             capture_intermediates=True)
+  np.testing.assert_allclose(outputs[0], plain, rtol=1e-5, atol=1e-5)
+  for i, level in ((1, 1), (2, 2)):
+    decoded = state["intermediates"][f"decoder_{level}"]["__call__"][0]
+    head = heads[f"ds_classifier_{level}"]
+    expected = jnp.einsum("bdhwc,ck->bdhwk", decoded, head["kernel"][0, 0, 0]) + head["bias"]
+    np.testing.assert_allclose(outputs[i], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_deep_supervision_needs_three_levels_and_a_unet():
+  two = unet3d.UNet3D(num_classes=2, base_features=2, num_levels=2, deep_supervision=True)
+  with pytest.raises(ValueError, match="deep_supervision needs num_levels >= 3"):
+    jax.eval_shape(lambda: two.init(jax.random.key(0), jnp.zeros((1, 8, 8, 8, 1)), train=False))
+  from medjax import models  # pylint: disable=g-import-not-at-top
+  from medjax.configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.dataset.num_classes, config.dataset.num_modalities = 4, 2
+  config.model.name, config.model.deep_supervision = "VNET", True
+  with pytest.raises(ValueError, match=r"\['deep_supervision'\] that model 'VNET' does not"):
+    models.create_model(config)
+  config.model.name = "UNET3D"
+  assert models.create_model(config).deep_supervision

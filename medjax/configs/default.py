@@ -74,6 +74,10 @@ def dataset_config() -> ml_collections.ConfigDict:
   # 'subject_foreground': crop foreground / the subject's whole foreground >= threshold
   # (MedicalZoo's rule); 'crop_fraction': non-background fraction of the crop > threshold.
   d.threshold_rule = "subject_foreground"
+  # Fraction of training crops centred on a random voxel of a random foreground class present in
+  # the case (nnU-Net's oversample_foreground_percent, 0.33; drawn per crop); the other crops
+  # follow the threshold rule. Whole-case configs only.
+  d.foreground_oversampling = 0.0
   # Per-channel normalisation: full_volume_mean, max_min, mean, max, brats, none (MedicalZoo
   # names), ct (nnU-Net's CT scheme, training-set statistics), 'auto' (ct for channels named CT,
   # else full_volume_mean), or one mode per channel separated by commas.
@@ -104,6 +108,9 @@ def model_config() -> ml_collections.ConfigDict:
   m.conv_method = _optional(str)
   m.num_levels = _optional(int)  # UNET3D: resolution levels (4)
   m.remat = _optional(bool)  # UNET3D: recompute activations in the backward pass
+  # UNET3D: nnU-Net's deep supervision, a 1x1x1 classifier on every lower decoder level and the
+  # loss summed over the resolutions (weights 1/2^i, the lowest 0, normalised); default False.
+  m.deep_supervision = _optional(bool)
   m.depth = _optional(int)  # VNET (4), VNET2 (3): down-sampling stages
   m.activation = _optional(str)  # VNET, VNET2: 'prelu' or 'elu'
   m.paper_output_block = _optional(bool)  # VNET, VNET2: the paper's single 1x1x1 output conv
@@ -185,14 +192,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = "sgd"  # sgd | adam | rmsprop (PyTorch's update rules)
   config.learning_rate = 1e-3
   config.momentum = 0.5  # sgd, rmsprop
+  config.nesterov = False  # sgd: Nesterov momentum (PyTorch's; nnU-Net: momentum 0.99, True)
   config.weight_decay = 1e-8  # L2 added to the gradient, as PyTorch's weight_decay
   config.weight_decay_mask = "all"  # 'all' parameters (PyTorch) or 'kernels' only
   # constant | cosine | warmup_cosine | step (multiply by lr_decay_factor every lr_decay_steps
-  # steps, torch's StepLR).
+  # steps, torch's StepLR) | poly (lr * (1 - step / num_train_steps) ** poly_exponent,
+  # nnU-Net's PolyLRScheduler).
   config.lr_schedule = "constant"
   config.warmup_steps = 0  # warmup_cosine: linear warmup from 0
   config.lr_decay_steps = 10_000  # step
   config.lr_decay_factor = 0.1  # step
+  config.poly_exponent = 0.9  # poly (nnU-Net's 0.9)
 
   config.batch_size = 1  # global, split across devices
   config.num_train_steps = 20_000

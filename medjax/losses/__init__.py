@@ -53,9 +53,12 @@ config.
 
 # One module per job: _targets (input checks, targets, probabilities, weights, reductions), dice
 # (Dice family and per_class_dice), cross_entropy (CE, BCE), focal, compound (Dice+CE,
-# Dice+focal), regions (region_targets), registry (LOSSES, get_loss).
+# Dice+focal), regions (region_targets), registry (LOSSES, get_loss), deep_supervision (nnU-Net's
+# multi-resolution loss).
 from medjax.losses.compound import dice_ce_loss, dice_focal_loss
 from medjax.losses.cross_entropy import binary_cross_entropy_loss, cross_entropy_loss
+from medjax.losses.deep_supervision import (deep_supervision_loss, deep_supervision_weights,
+                                            downsample_target)
 from medjax.losses.dice import dice_loss, generalized_dice_loss, per_class_dice, tversky_loss
 from medjax.losses.focal import focal_loss
 from medjax.losses.regions import BRATS_REGIONS, region_targets
@@ -66,9 +69,12 @@ __all__ = [
     "LOSSES",
     "binary_cross_entropy_loss",
     "cross_entropy_loss",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
     "dice_ce_loss",
     "dice_focal_loss",
     "dice_loss",
+    "downsample_target",
     "focal_loss",
     "generalized_dice_loss",
     "get_loss",

@@ -12,6 +12,11 @@ With `base_features` F = 32 and `num_levels` = 4 (the paper):
   decoder level 0: up-conv 4F->4F,   concat skip -> 6F,  conv 6F->2F,  conv 2F->2F
   1x1x1 conv 2F -> num_classes
 
+With `deep_supervision` (nnU-Net's), each lower decoder level l = 1 .. num_levels - 2 (at 1/2^l
+of the input resolution; not the bottom level) also has its own 1x1x1 classifier
+`ds_classifier_{l}`, and a training call returns all the logits, full resolution first. The main
+path's parameters keep their names, so the option only adds parameters.
+
 Every 3x3x3 convolution (SAME padding, with bias) is followed by BatchNorm and ReLU. The channel
 count doubles before each max-pool (the paper's trick against bottlenecks) and the up-convolution
 keeps its channel count. At 2 input channels, 4 classes and F = 32 the model has 19,074,724
@@ -91,6 +96,11 @@ class UNet3D(nn.Module):
       step needed 1550 MB of XLA temporaries with it against 1270 MB without, before the custom
       backward passes of `layers` brought the latter to 752 MB): XLA's CPU pipeline merges the
       recomputation back into the forward pass.
+    deep_supervision: nnU-Net's deep supervision: with `train=True` the call returns a tuple of
+      float32 logits, `[B, D, H, W, K]` then one `[B, D/2^l, H/2^l, W/2^l, K]` per lower decoder
+      level l = 1 .. num_levels - 2 (a 1x1x1 classifier on that level's decoder output); with
+      `train=False` only the full-resolution logits, so inference is unchanged. The heads exist
+      (and are initialised) in both modes. Needs num_levels >= 3.
     dtype: computation dtype (e.g. `jnp.bfloat16`); the logits are always float32.
     param_dtype: parameter dtype.
   """
@@ -99,12 +109,14 @@ class UNet3D(nn.Module):
   num_levels: int = 4
   conv_method: str = "auto"
   remat: bool = False
+  deep_supervision: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]`.
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array | tuple[jax.Array, ...]:
+    """`x` `[B, D, H, W, C]` -> float32 logits `[B, D, H, W, num_classes]` (with
+    `deep_supervision` and `train=True`: the tuple of logits described in the class docstring).
 
     `train=True` uses batch statistics in BatchNorm and updates the running ones (call `apply`
     with `mutable=['batch_stats']`).
@@ -113,6 +125,10 @@ class UNet3D(nn.Module):
       raise ValueError(f"UNet3D expects input [B, D, H, W, C]; got shape {x.shape}.")
     if self.num_levels < 1:
       raise ValueError(f"UNet3D num_levels must be >= 1; got {self.num_levels}.")
+    if self.deep_supervision and self.num_levels < 3:
+      raise ValueError(
+          f"UNet3D deep_supervision needs num_levels >= 3 (a decoder level below the full "
+          f"resolution); got num_levels={self.num_levels}.")
     factor = 2 ** (self.num_levels - 1)
     if any(s % factor for s in x.shape[1:4]):
       raise ValueError(f"UNet3D with num_levels={self.num_levels} needs spatial sizes divisible "
@@ -130,10 +146,18 @@ class UNet3D(nn.Module):
       x = pooling.max_pool_2x(x)
     bottom = self.num_levels - 1
     x = encoder(self.base_features * 2**bottom, name=f"encoder_{bottom}", **kw)(x, train)
+    lower = []  # deep supervision: logits of decoder levels num_levels - 2 .. 1
     for level in reversed(range(self.num_levels - 1)):
       x = decoder(2 * self.base_features * 2**level, name=f"decoder_{level}", **kw)(
           x, skips[level], train)
-    # The 1x1x1 classifier is cheap, so it runs in float32 for well-resolved logits.
-    logits = nn.Conv(self.num_classes, (1, 1, 1), dtype=jnp.float32,
-                     param_dtype=self.param_dtype, name="classifier")(x.astype(jnp.float32))
+      if self.deep_supervision and level > 0:
+        lower.append(self._classifier(x, f"ds_classifier_{level}"))
+    logits = self._classifier(x, "classifier")
+    if self.deep_supervision and train:
+      return (logits, *reversed(lower))
     return logits
+
+  def _classifier(self, x: jax.Array, name: str) -> jax.Array:
+    # The 1x1x1 classifier is cheap, so it runs in float32 for well-resolved logits.
+    return nn.Conv(self.num_classes, (1, 1, 1), dtype=jnp.float32,
+                   param_dtype=self.param_dtype, name=name)(x.astype(jnp.float32))

@@ -76,7 +76,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     state: the replicated `TrainState`.
     batch: `{'image': float32 [B, D, H, W, C], 'label': int32 [B, D, H, W]}` (NDHWC).
     rng: the run's base key; the step's key is `fold_in(rng, state.step)`.
-    loss_fn: `loss_fn(logits, target)`, one number (`loss_fn_from_config`).
+    loss_fn: `loss_fn(logits, target)`, one number (`loss_fn_from_config`). A model that returns
+      a tuple of logits (deep supervision, full resolution first) is trained on
+      `losses.deep_supervision_loss` (nnU-Net's weights and nearest-neighbour targets); the
+      metrics use the full-resolution logits.
     num_classes: the classes of the per-class soft Dice metric.
     augment_fn: `augment_fn(key, image, label) -> (image, label)`, or None.
     regions: with region-based training, the class-id groups of the outputs: the loss and
@@ -93,13 +96,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     image, label = augment_fn(step_rng, image, label)
 
   def compute_loss(params):
-    logits, updates = state.apply_fn(
+    outputs, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, image, train=True,
         mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(step_rng, 1)})
+    # A deeply supervised model returns its logits at every resolution, full resolution first.
+    deep = isinstance(outputs, (tuple, list))
+    logits = outputs[0] if deep else outputs
     target = center_crop_to(label, logits.shape[1:4])
     if regions is not None:
       target = losses.region_targets(target, regions)
-    return loss_fn(logits, target), (logits, target, updates)
+    loss = (losses.deep_supervision_loss(loss_fn, outputs, target) if deep
+            else loss_fn(logits, target))
+    return loss, (logits, target, updates)
 
   (loss, (logits, target, updates)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
