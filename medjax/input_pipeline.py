@@ -8,8 +8,10 @@ read with random access (`tfds.data_source`) through a grain `MapDataset`:
   `medjax.data.preprocessing.Preprocessing` (geometry, then normalisation) and kept in memory.
   Global sample i belongs to epoch e = i // N (N training cases), which visits the cases in the
   order `epoch_order(seed, e)`; its crop start is drawn by `crop_rng(seed, i)` uniformly among
-  the starts that pass `config.dataset.threshold_rule` (see `medjax.data.sampling`). A case
-  smaller than the crop is zero-padded at its far end (label: background).
+  the starts that pass `config.dataset.threshold_rule`, or with probability
+  `config.dataset.foreground_oversampling` centred on a random foreground voxel (see
+  `medjax.data.sampling`). A case smaller than the crop is zero-padded at its far end (label:
+  background).
 - iSeg-2017's `subvolumes*`: the pre-sampled crops, in the order `epoch_order(seed, e)` over the
   N crops, normalised with the subject statistics stored beside each crop (so they equal crops
   of the normalised volume).
@@ -238,12 +240,18 @@ def create_train_dataset(config: ml_collections.ConfigDict, *, start_step: int =
     preprocessing = fit_preprocessing(config, builder)
   mode = None
   if _is_crop_dataset(builder):
+    if ds.foreground_oversampling:
+      raise ValueError(
+          f"config.dataset.foreground_oversampling={ds.foreground_oversampling}: "
+          f"{builder.name}/{builder.builder_config.name} holds crops sampled in advance; "
+          "oversampling needs whole cases (the 'full' config).")
     records, mode = _crop_records(config, builder, crop_size, threshold, rule, preprocessing)
     kind = "crops"
   else:
     train, _ = split_cases(config, builder)
     records = CaseCache(train, preprocessing=preprocessing, crop_size=crop_size,
-                         threshold=threshold, rule=rule)
+                         threshold=threshold, rule=rule,
+                         foreground_oversampling=float(ds.foreground_oversampling))
     kind = "cases"
   if len(records) == 0:
     raise ValueError(f"{builder.name}/{builder.builder_config.name} has no training examples.")

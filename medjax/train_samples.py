@@ -25,10 +25,11 @@ class CaseCache:
   """Whole training cases, prepared and ready to crop, loaded once per process."""
 
   def __init__(self, cases: datasets.Cases, *, preprocessing, crop_size, threshold: float,
-               rule: str):
+               rule: str, foreground_oversampling: float = 0.0):
     self._cases = cases
     self._preprocessing = preprocessing
     self._crop_size, self._threshold, self._rule = crop_size, threshold, rule
+    self._foreground_oversampling = foreground_oversampling
     self._entries: dict[int, tuple[np.ndarray, np.ndarray, sampling.CropSampler, str]] = {}
     self._locks = [threading.Lock() for _ in range(len(cases))]
 
@@ -57,8 +58,10 @@ class CaseCache:
         prepared = self._preprocessing.prepare(case.image, case.affine, case.label)
         image = pad_to(prepared.image, self._crop_size)
         label = pad_to(prepared.label, self._crop_size)
-        sampler = sampling.CropSampler(label, self._crop_size, threshold=self._threshold,
-                                       rule=self._rule, subject=f"case {case.case_id}")
+        sampler = sampling.CropSampler(
+            label, self._crop_size, threshold=self._threshold, rule=self._rule,
+            subject=f"case {case.case_id}",
+            foreground_oversampling=self._foreground_oversampling)
         self._entries[record] = (image, label, sampler, case.case_id)
     return self._entries[record]
 

@@ -239,7 +239,9 @@ _TRAINING_OPTIONS = (
        ["--config.loss.name=focal", "--config.loss.gamma=1.0", "--config.loss.reduction=sum"],
        ["--config.loss.name=dice_ce", "--config.loss.sigmoid=True", "--config.loss.softmax=False"],
        ["--config.weight_decay_mask=kernels", "--config.weight_decay=0.01"],
-       ["--config.augmentation.enabled=True"]])
+       ["--config.augmentation.enabled=True"],
+       ["--config.nesterov=True", "--config.momentum=0.99", "--config.lr_schedule=poly"],
+       ["--config.model.deep_supervision=True", "--config.model.num_levels=3"]])
 
 
 @pytest.mark.parametrize("overrides", _TRAINING_OPTIONS, ids=lambda o: " ".join(o))

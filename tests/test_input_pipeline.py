@@ -176,3 +176,20 @@ def test_ensure_dataset_builtin_and_missing(iseg_config, tmp_path):
   assert builder.info.splits["train"].num_examples == 1
   batch = next(input_pipeline.create_train_iterator(iseg_config))
   assert batch["image"].shape == (2, *TINY_CROP, 2)
+
+
+def test_foreground_oversampling_centres_crops_on_foreground(iseg_config, raw_subjects):
+  iseg_config.dataset.foreground_oversampling = 1.0
+  iseg_config.dataset.threshold = 0.0
+  batches = _batches(iseg_config, 4, with_metadata=True)
+  unclipped = 0
+  for batch in batches:
+    for label, case_id, start in zip(batch["label"], batch["case_id"], batch["crop_start"]):
+      shape = raw_subjects[_sid(case_id)].label.shape
+      if all(0 < s < n - c for s, n, c in zip(start, shape, TINY_CROP)):
+        unclipped += 1  # centred on the drawn voxel: index crop // 2 is foreground
+        assert label[tuple(c // 2 for c in TINY_CROP)] > 0
+  assert unclipped > 0
+  again = _batches(iseg_config, 4, with_metadata=True)
+  for a, b in zip(batches, again):
+    np.testing.assert_array_equal(a["crop_start"], b["crop_start"])

@@ -89,3 +89,81 @@ def test_crop_and_affine():
   # Voxel 0 of the crop is voxel (1, 2, 3) of the volume: world (9, -1, 6).
   np.testing.assert_allclose(shifted[:, 3], [9, -1, 6, 1])
   np.testing.assert_allclose(shifted[:3, :3], affine[:3, :3])
+
+
+def _two_class_label():
+  """16^3: class 1 fills the slab d < 4 (1024 voxels), class 2 is the single voxel (12, 9, 5)."""
+  label = np.zeros((16, 16, 16), np.uint8)
+  label[:4] = 1
+  label[12, 9, 5] = 2
+  return label
+
+
+def _draws(sampler, n, seed=0):
+  return [sampler.sample_with_kind(sampling.crop_rng(seed, i)) for i in range(n)]
+
+
+def test_foreground_oversampling_fraction_and_class_choice():
+  sampler = sampling.CropSampler(_two_class_label(), (6, 6, 6), threshold=0.0,
+                                 foreground_oversampling=0.33)
+  assert sampler.foreground_classes == 2
+  draws = _draws(sampler, 3000)
+  forced = [voxel for _, voxel in draws if voxel is not None]
+  # Binomial(3000, 0.33): mean 990, sd 25.8; +-5 sd.
+  assert 861 <= len(forced) <= 1119
+  # The class is uniform among those present (not weighted by size): the lone class-2 voxel is
+  # the centre of about half the forced crops. Binomial(n, 0.5), +-5 sd.
+  lone = sum(v == (12, 9, 5) for v in forced)
+  half, sd = len(forced) / 2, (len(forced) / 4) ** 0.5
+  assert abs(lone - half) <= 5 * sd
+  # The other class-1 picks spread over the slab (a voxel of it drawn uniformly).
+  slab = [v for v in forced if v != (12, 9, 5)]
+  assert all(v[0] < 4 for v in slab) and len(set(slab)) > 100
+
+
+def test_forced_crops_are_centred_on_the_voxel_or_clipped():
+  label = _two_class_label()
+  sampler = sampling.CropSampler(label, (6, 6, 6), threshold=0.0, foreground_oversampling=1.0)
+  for start, voxel in _draws(sampler, 400):
+    assert voxel is not None and label[voxel] > 0
+    for s, v, n in zip(start, voxel, label.shape):
+      assert 0 <= s <= n - 6 and s <= v < s + 6  # inside the volume, the voxel inside the crop
+      # Centred (offset 6 // 2 = 3) unless that would leave the volume.
+      assert v - s == 3 or s in (0, n - 6)
+  # By hand: voxel (12, 9, 5) -> start (9, 6, 2), offset 3 on every axis; a voxel at d = 1
+  # clips to d = 0 (offset 1), one at (15, 15, 15) clips to (10, 10, 10).
+  starts = {voxel: start for start, voxel in _draws(sampler, 400)}
+  assert starts[(12, 9, 5)] == (9, 6, 2)
+  corner = np.zeros((16, 16, 16), np.uint8)
+  corner[15, 15, 15] = corner[1, 8, 8] = 3
+  one = sampling.CropSampler(corner, (6, 6, 6), threshold=0.0, foreground_oversampling=1.0)
+  got = {voxel: start for start, voxel in _draws(one, 200)}
+  assert got == {(15, 15, 15): (10, 10, 10), (1, 8, 8): (0, 5, 5)}
+
+
+def test_foreground_oversampling_is_deterministic_and_off_by_default():
+  label = _two_class_label()
+  a = sampling.CropSampler(label, (6, 6, 6), threshold=0.1, foreground_oversampling=0.5)
+  b = sampling.CropSampler(label, (6, 6, 6), threshold=0.1, foreground_oversampling=0.5)
+  assert _draws(a, 200, seed=3) == _draws(b, 200, seed=3)
+  assert _draws(a, 200, seed=3) != _draws(a, 200, seed=4)
+  # 0 draws exactly the crops of a sampler without the option (no extra random number).
+  plain = sampling.CropSampler(label, (6, 6, 6), threshold=0.1)
+  off = sampling.CropSampler(label, (6, 6, 6), threshold=0.1, foreground_oversampling=0.0)
+  assert [plain.sample(sampling.crop_rng(0, i)) for i in range(200)] == [
+      start for start, voxel in _draws(off, 200)]
+  assert all(voxel is None for _, voxel in _draws(off, 200))
+  # Unforced crops keep the threshold rule: each holds >= 10 % of the subject's foreground.
+  counts = sampling.crop_foreground_counts(label, (6, 6, 6))
+  for start, voxel in _draws(a, 200):
+    if voxel is None:
+      assert counts[start] >= 0.1 * np.count_nonzero(label)
+
+
+def test_foreground_oversampling_without_foreground_and_bad_values():
+  empty = np.zeros((8, 8, 8), np.uint8)
+  sampler = sampling.CropSampler(empty, (4, 4, 4), threshold=0.0, foreground_oversampling=1.0)
+  assert sampler.foreground_classes == 0
+  assert all(voxel is None for _, voxel in _draws(sampler, 20))  # the threshold rule's crops
+  with pytest.raises(ValueError, match=r"foreground_oversampling=1.5: expected a probability"):
+    sampling.CropSampler(empty, (4, 4, 4), threshold=0.0, foreground_oversampling=1.5)

@@ -14,8 +14,18 @@ table, and a crop is drawn uniformly among the valid starts: the same distributi
 rejection sampling, at constant cost, and an empty valid set is reported at once as a clear error
 instead of an endless loop.
 
+Foreground oversampling (nnU-Net's `oversample_foreground_percent`): with probability
+`foreground_oversampling` a crop is *forced* instead: a class is drawn uniformly among the
+foreground classes present in the subject, then one of its voxels uniformly, and the crop is
+centred on it (start = voxel - crop // 2 on each axis, clipped so the crop stays inside the
+volume; the voxel is then still inside the crop). Forced crops ignore the threshold rule; a
+subject without foreground gets the threshold rule's crop. nnU-Net forces the last
+round(B * p) crops of every batch instead of drawing per crop, and lets a forced crop stick out
+of the volume (padded); here each crop is drawn alone, so the fraction is p at any batch size.
+
 Randomness is explicit: `crop_rng(seed, index)` gives the generator for sample `index`, so a
-sample depends only on (seed, index).
+sample depends only on (seed, index). Without oversampling the draws are exactly those of a
+sampler without the option.
 """
 
 from __future__ import annotations
@@ -93,17 +103,20 @@ def valid_crop_starts(label: np.ndarray, crop_size: Sequence[int], *, threshold:
 
 
 class CropSampler:
-  """Draws crop starts for one subject, uniformly among those passing the threshold rule.
+  """Draws crop starts for one subject: uniformly among those passing the threshold rule, or,
+  with foreground oversampling, centred on a random foreground voxel (module docstring).
 
   Attributes:
     shape: the subject's `(D, H, W)`.
     crop_size: `(cd, ch, cw)`.
     num_valid: how many starts pass the rule.
+    foreground_oversampling: the probability of a forced (foreground-centred) crop.
   """
 
   def __init__(self, label: np.ndarray, crop_size: Sequence[int], *, threshold: float,
-               rule: str = "subject_foreground", subject: str = "subject"):
-    """Precomputes the valid starts.
+               rule: str = "subject_foreground", subject: str = "subject",
+               foreground_oversampling: float = 0.0):
+    """Precomputes the valid starts (and, with oversampling, each class's voxels).
 
     Args:
       label: `[D, H, W]` class ids.
@@ -111,12 +124,31 @@ class CropSampler:
       threshold: see `valid_crop_starts`.
       rule: one of THRESHOLD_RULES.
       subject: how error messages name this subject.
+      foreground_oversampling: probability in [0, 1] that a crop is centred on a foreground
+        voxel (nnU-Net: 0.33).
 
     Raises:
-      ValueError: the crop does not fit, or no crop passes the rule.
+      ValueError: the crop does not fit, no crop passes the rule, or the probability is outside
+        [0, 1].
     """
+    p = float(foreground_oversampling)
+    if not 0.0 <= p <= 1.0:
+      raise ValueError(f"foreground_oversampling={foreground_oversampling}: expected a "
+                       "probability in [0, 1] (nnU-Net: 0.33).")
+    self.foreground_oversampling = p
     self.shape = tuple(label.shape)
     self.crop_size = check_crop_size(label.shape, crop_size, what=f"{subject} volume")
+    # Forced crops: the flat voxel indices of the foreground sorted by class, and where each
+    # present class's run starts and ends (only built when used: int32/int64 per voxel).
+    self._fg_voxels, self._fg_bounds = None, None
+    if p > 0:
+      flat = np.asarray(label).ravel()
+      voxels = np.flatnonzero(flat > 0)
+      classes = flat[voxels]
+      order = np.argsort(classes, kind="stable")
+      self._fg_voxels = voxels[order]
+      _, first, counts = np.unique(classes[order], return_index=True, return_counts=True)
+      self._fg_bounds = np.stack([first, first + counts], axis=1)
     valid = valid_crop_starts(label, self.crop_size, threshold=threshold, rule=rule)
     self._grid = valid.shape
     # int32 halves the memory of this index (up to ~2M starts per full-size subject).
@@ -131,10 +163,31 @@ class CropSampler:
           f"holds {op} {threshold:g} {what} (threshold_rule={rule!r}, "
           f"{valid.size} positions checked); lower the threshold or the crop size.")
 
+  @property
+  def foreground_classes(self) -> int:
+    """How many foreground classes the subject has (0 without oversampling)."""
+    return 0 if self._fg_bounds is None else len(self._fg_bounds)
+
   def sample(self, rng: np.random.Generator) -> tuple[int, int, int]:
-    """One crop start `(d, h, w)`, uniform over the valid starts."""
+    """One crop start `(d, h, w)`: forced with probability `foreground_oversampling`, else
+    uniform over the valid starts."""
+    return self.sample_with_kind(rng)[0]
+
+  def sample_with_kind(self, rng: np.random.Generator
+                       ) -> tuple[tuple[int, int, int], tuple[int, int, int] | None]:
+    """`(start, voxel)`: `voxel` is the foreground voxel a forced crop is centred on, or None
+    for a crop drawn by the threshold rule."""
+    # No extra draw without oversampling, so such runs see the same crops as before it.
+    if self.foreground_oversampling > 0 and rng.random() < self.foreground_oversampling:
+      if self.foreground_classes:
+        lo, hi = self._fg_bounds[rng.integers(self.foreground_classes)]
+        flat = self._fg_voxels[lo + rng.integers(hi - lo)]
+        voxel = tuple(int(i) for i in np.unravel_index(flat, self.shape))
+        start = tuple(int(min(max(v - c // 2, 0), s - c))
+                      for v, c, s in zip(voxel, self.crop_size, self.shape))
+        return start, voxel
     flat = self._starts[rng.integers(self.num_valid)]
-    return tuple(int(i) for i in np.unravel_index(flat, self._grid))
+    return tuple(int(i) for i in np.unravel_index(flat, self._grid)), None
 
 
 def crop(array: np.ndarray, start: Sequence[int], crop_size: Sequence[int]) -> np.ndarray:

@@ -38,6 +38,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # Unknown names and input shapes the network cannot take fail here, before anything is
   # written to the workdir or the dataset is built. When the channels or classes come from the
   # dataset, the model checks wait for it (`check_model`).
+  if not 0.0 <= config.dataset.foreground_oversampling <= 1.0:
+    raise ValueError(f"config.dataset.foreground_oversampling="
+                     f"{config.dataset.foreground_oversampling}: expected a fraction of the "
+                     "crops in [0, 1] (nnU-Net: 0.33).")
   models.create_model(config)  # the name and keys (num_classes may still be None)
   step_lib.loss_fn_from_config(config)
   optim.create_optimizer(config)
