@@ -785,3 +785,32 @@ def test_against_live_torch():
   _close(losses.binary_cross_entropy_loss(logits, target.astype(np.float32),
                                           class_weights=w.numpy(), pos_weight=[3.0, 1.0, 0.5]),
          ref, 1e-5)
+
+
+def _nnunet_dc_and_ce(logits, labels, batch_dice):
+  """nnU-Net v2's DC_and_CE_loss (MemoryEfficientSoftDiceLoss(batch_dice, do_bg=False,
+  smooth=1e-5) + CE, weights 1:1), written out in numpy, channels-last: the Dice term is -Dice."""
+  logits = np.asarray(logits, np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  onehot = np.eye(logits.shape[-1])[labels]
+  x, y = probs[..., 1:], onehot[..., 1:]
+  axes = tuple(range(0 if batch_dice else 1, logits.ndim - 1))
+  intersect, sum_pred, sum_gt = (x * y).sum(axes), x.sum(axes), y.sum(axes)
+  dc = (2 * intersect + 1e-5) / np.maximum(sum_gt + sum_pred + 1e-5, 1e-8)
+  ce = -np.mean(np.log(np.take_along_axis(probs, labels[..., None], -1)))
+  return ce - dc.mean()
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_dice_ce_is_nnunets_dc_and_ce_plus_one(batch_dice):
+  # nnU-Net's Dice term is -Dice, medjax's (MONAI's) 1 - Dice: the same loss up to the constant
+  # 1, so the same gradients.
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 4, 5, 3, 4)).astype(np.float32)
+  labels = rng.integers(0, 4, size=(2, 4, 5, 3))
+  labels[1] = np.where(labels[1] == 3, 0, labels[1])  # a class absent from one sample
+  ours = losses.dice_ce_loss(jnp.asarray(logits), jnp.asarray(labels), include_background=False,
+                             batch=batch_dice)
+  np.testing.assert_allclose(float(ours), _nnunet_dc_and_ce(logits, labels, batch_dice) + 1.0,
+                             rtol=1e-5)
