@@ -1,5 +1,6 @@
 """The train step: purity, the non-finite guard, and 1 vs 4 devices on the same global batch."""
 
+import functools
 import json
 import os
 import subprocess
@@ -77,6 +78,39 @@ def test_nonfinite_step_keeps_parameters():
   strip = lambda tree: jax.tree.map(lambda x: None if is_schedule(x) else x, tree,
                                     is_leaf=is_schedule)
   jax.tree.map(np.testing.assert_array_equal, strip(before), strip(after))
+
+
+def test_overflowing_update_from_finite_gradient_keeps_parameters():
+  """A finite loss and gradient whose update overflows the parameters (a learning rate of
+  1e60, two float32 scales of 1e30: every nonzero gradient entry times 1e60 is inf) is a
+  non-finite step: finite=0 and the state is kept."""
+  config = tiny.tiny_config(**tiny.FAST_COMPILE)
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
+  model = models.create_model(config)
+  init_key, rng = step_lib.init_and_train_keys(0)
+  state = step_lib.init_state(config, model, init_key, mesh)
+  tx = optax.chain(optax.scale(-1e30), optax.scale(1e30))
+  state = state.replace(tx=tx, opt_state=tx.init(state.params))
+  before = jax.device_get((state.params, state.batch_stats))
+  step = jax.jit(functools.partial(step_lib.train_step,
+                                   loss_fn=step_lib.loss_fn_from_config(config),
+                                   num_classes=config.dataset.num_classes))
+  batch = _batch(config)
+  grads = jax.device_get(_gradients(config, state, batch, rng))
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert any((g != 0).any() for g in jax.tree.leaves(grads))  # so the update overflows
+  new_state, metrics = step(state, batch, rng)
+  assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+  assert float(metrics["finite"]) == 0.0
+  assert int(new_state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, before,
+               jax.device_get((new_state.params, new_state.batch_stats)))
+  # The same step with a sane scale is finite and moves the parameters.
+  tx = optax.sgd(0.1)
+  new_state, metrics = step(state.replace(tx=tx, opt_state=tx.init(state.params)), batch, rng)
+  assert float(metrics["finite"]) == 1.0
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[0]),
+                                                     jax.tree.leaves(new_state.params)))
 
 
 def test_skipped_steps_do_not_shift_the_schedule():

@@ -65,6 +65,11 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """True when every element of every leaf of `tree` is finite (no NaN, no +-inf)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                loss_fn: Callable[..., jax.Array], num_classes: int,
                augment_fn: Callable[..., Any] | None = None,
@@ -87,8 +92,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   Returns:
     The new state and metrics: `loss`, `dice` (soft, per class `[K]` or per region `[R]`),
-    `grad_norm`, `finite` (1.0 when loss and gradients were finite). A non-finite step leaves
-    the state unchanged apart from its step counter.
+    `grad_norm`, `finite` (1.0 when the loss, the gradients and the updated parameters and
+    BatchNorm statistics were finite). A non-finite step leaves the state unchanged apart from
+    its step counter.
   """
   step_rng = jax.random.fold_in(rng, state.step)
   image, label = batch["image"], batch["label"]
@@ -114,6 +120,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   grad_norm = global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updated = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  # An update can overflow even from a finite gradient (e.g. a huge learning rate): the new
+  # parameters and BatchNorm statistics must be finite too.
+  finite &= all_finite((updated.params, updated.batch_stats))
   # A non-finite loss must not poison the parameters: keep the old ones (the host stops or
   # skips, as configured). The step counter and the learning-rate schedule's count still
   # advance, so that the schedule stays a function of `state.step`.
