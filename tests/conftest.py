@@ -4,8 +4,8 @@
   subjects 1-3 and labels, `iSeg-2017-Testing/` with subject 11) of TINY_SHAPE volumes.
 - `iseg_data_dir`: a TFDS data_dir holding `iseg2017/full` built from it (train = subjects 2, 3;
   validation = subject 1; test = subject 11).
-- `compile_cache_dir` (automatic): the command-line runs of the tests share one persistent
-  compilation cache in a temporary folder (`MEDJAX_COMPILE_CACHE_DIR`), not the user's.
+- `compile_cache_dir` (automatic): the tests, in-process and their command-line runs, share one
+  persistent compilation cache in a temporary folder (`MEDJAX_COMPILE_CACHE_DIR`), not the user's.
 - `iseg_config`: the seed experiment config pointed at those two folders, with 16^3 crops and a
   global batch of 2; a fresh copy per test, so tests may change it.
 
@@ -42,6 +42,10 @@ def compile_cache_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("jax_cache")
   saved = os.environ.get(compile_cache.ENV_VAR)
   os.environ[compile_cache.ENV_VAR] = str(path)
+  # In-process runs share it too: the end-to-end tests build the same train and eval steps many
+  # times (a resumed run compiles what the straight run compiled), and XLA's CPU compiler is most
+  # of their time.
+  compile_cache.enable(path)
   yield path
   if saved is None:
     os.environ.pop(compile_cache.ENV_VAR, None)
