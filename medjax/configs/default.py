@@ -169,6 +169,29 @@ def augmentation_config() -> ml_collections.ConfigDict:
   return a
 
 
+def plan_config() -> ml_collections.ConfigDict:
+  """`config.plan`: nnU-Net-style planning of the crop and batch size (`medjax.planning`).
+
+  When enabled, training replaces `dataset.crop_size`, `eval.roi_size` and `model.num_levels`
+  (`choose_crop`) and `batch_size` (`choose_batch`) by the plan of the training cases' median
+  shape after the preprocessing and the memory budget (UNET3D only); config.json records the
+  planned values and plan.json the plan. `python -m medjax.plan` prints it without training.
+  """
+  p = ml_collections.ConfigDict()
+  p.enabled = False  # plan the keys below at the start of training
+  # Plan the crop, the validation window and the levels from the median case shape (False:
+  # keep dataset.crop_size, eval.roi_size and model.num_levels).
+  p.choose_crop = True
+  p.choose_batch = True  # plan batch_size from the budget (False: keep batch_size)
+  # The memory one training step may use on one device, MB (10^6 bytes; nnU-Net plans for 8 GB).
+  p.memory_budget_mb = 8000.0
+  p.max_num_levels = 5  # the deepest UNET3D planned (levels including the bottom one)
+  p.min_batch_size = 2  # the smallest planned batch (nnU-Net's 2), even below the 5% cap
+  # A planned batch covers at most this fraction of the training set's voxels (nnU-Net's 5%).
+  p.max_dataset_fraction = 0.05
+  return p
+
+
 def eval_config() -> ml_collections.ConfigDict:
   """`config.eval`: sliding-window validation on whole cases."""
   e = ml_collections.ConfigDict()
@@ -216,4 +239,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3  # latest checkpoints kept (the best by validation Dice also)
 
   config.eval = eval_config()
+  config.plan = plan_config()
   return config

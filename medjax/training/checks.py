@@ -42,11 +42,25 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.dataset.foreground_oversampling="
                      f"{config.dataset.foreground_oversampling}: expected a fraction of the "
                      "crops in [0, 1] (nnU-Net: 0.33).")
+  if config.plan.enabled:
+    check_plan_settings(config)
   models.create_model(config)  # the name and keys (num_classes may still be None)
   step_lib.loss_fn_from_config(config)
   optim.create_optimizer(config)
   if config.dataset.num_classes is not None and config.dataset.num_modalities is not None:
     check_model(config)
+
+
+def check_plan_settings(config: ml_collections.ConfigDict) -> None:
+  """`config.plan` (when enabled): a UNET3D, a positive budget, batch and depth, a fraction."""
+  p = config.plan
+  if config.model.name != "UNET3D":
+    raise ValueError(f"config.plan plans UNET3D (its memory estimate), but "
+                     f"config.model.name={config.model.name!r}; use UNET3D, or train without "
+                     "planning (--config.plan.enabled=False).")
+  for key in ("memory_budget_mb", "min_batch_size", "max_num_levels", "max_dataset_fraction"):
+    if not p[key] > 0:
+      raise ValueError(f"config.plan.{key}={p[key]}: expected a positive number.")
 
 
 def check_model(config: ml_collections.ConfigDict) -> None:

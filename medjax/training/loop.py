@@ -21,6 +21,7 @@ from medjax import compile_cache
 from medjax import input_pipeline
 from medjax import models
 from medjax import optim
+from medjax import planning
 from medjax import regions as regions_lib
 from medjax.data import datasets
 from medjax.data import preprocessing as preprocessing_lib
@@ -126,9 +127,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   """Checks, dataset, preprocessing, the initial or restored state, and the first batch.
 
-  Only when all of these succeeded is anything written to the workdir (`config.json` and the
-  preprocessing): a failed start leaves none, and never a config.json that disagrees with the
-  checkpoints.
+  Only when all of these succeeded is anything written to the workdir (`config.json`, the
+  preprocessing and the plan): a failed start leaves none, and never a config.json that
+  disagrees with the checkpoints.
   """
   checks.check_config(config)
   workdir = workdir_lib.prepare_workdir(workdir)
@@ -141,6 +142,9 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   checks.check_model(config)
   checks.check_eval_split(config, builder)
   preprocessing = workdir_lib.run_preprocessing(config, builder, workdir)
+  # config.plan: the crop, batch and levels planned from the prepared cases' median shape (or
+  # the workdir's plan.json), before anything is built from them.
+  config, plan = planning.plan_run(config, builder, preprocessing, workdir)
 
   mesh = mesh_lib.create_mesh()
   model = models.create_model(config)
@@ -159,6 +163,8 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   if is_chief:
     checkpoint.save_config(workdir, config)
     preprocessing.save(workdir)
+    if plan is not None:
+      planning.save(workdir, plan, config)
   regions = config.dataset.regions
   names = (dataset_names.class_names if regions is None else
            regions_lib.region_names(regions, dataset_names.regions))
