@@ -12,6 +12,7 @@ import pytest
 from medjax import checkpoint
 from medjax import input_pipeline
 from medjax import train_lib
+from medjax.training import curves
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +43,14 @@ def test_resume_continues_exactly(iseg_config, tmp_path):
   assert saved.model.base_features == 2 and tuple(saved.dataset.crop_size) == (16, 16, 16)
   assert os.listdir(straight / "tensorboard")
   assert any(f.endswith(".png") for f in os.listdir(straight / "eval"))
+  # metrics.jsonl: each step once across the resume, the same train curve as the straight run.
+  logs = {w: curves.read_log(str(w / curves.METRICS_FILE)) for w in (straight, resumed)}
+  train = {w: [r for r in log if r["split"] == "train"] for w, log in logs.items()}
+  assert [r["step"] for r in train[resumed]] == list(range(1, 7))
+  assert train[resumed] == train[straight]
+  assert [r["step"] for r in logs[resumed] if r["split"] == "val"] == [4, 6]
+  assert logs[straight][-1]["dice_mean"] == pytest.approx(metrics["val_dice_mean"])
+  assert (straight / curves.CURVES_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(iseg_config, tmp_path, monkeypatch):

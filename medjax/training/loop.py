@@ -26,6 +26,7 @@ from medjax import regions as regions_lib
 from medjax.data import datasets
 from medjax.data import preprocessing as preprocessing_lib
 from medjax.training import checks
+from medjax.training import curves
 from medjax.training import evaluator as evaluator_lib
 from medjax.training import mesh as mesh_lib
 from medjax.training import metric_window
@@ -68,6 +69,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   data_sharding = mesh_lib.batch_sharded(run.mesh)
   train_rng = jax.device_put(run.train_rng, mesh_lib.replicated(run.mesh))
   writer = tensorboard.open_writer(run.workdir, config, start_step) if is_chief else None
+  # metrics.jsonl and curves.png, for users without TensorBoard; cut back to start_step.
+  metrics_log = curves.MetricsLog(run.workdir, start_step, run.names) if is_chief else None
   evaluator = evaluator_lib.Evaluator(config, run.model, preprocessing=run.preprocessing,
                                       names=run.names, writer=writer, workdir=run.workdir)
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, disable=not is_chief,
@@ -76,7 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       names=run.names, scored=slice(1, None) if config.dataset.regions is None else slice(None),
       learning_rate=optim.create_learning_rate_schedule(config),
       log_every_steps=config.log_every_steps, last_step=config.num_train_steps, writer=writer,
-      progress=progress)
+      progress=progress, metrics_log=metrics_log)
   eval_metrics: dict[str, float] = {}
   pending = None  # (step, metrics) of the last dispatched step, read one step behind
   with preemption.StopRequest() as stop:
@@ -96,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           pending = None
         if is_eval:
           eval_metrics = evaluator(state, step)
+          _log_eval(metrics_log, step, eval_metrics)
           progress.write(f"step {step}: " + " ".join(
               f"{k}={v:.4f}" for k, v in eval_metrics.items()))
           checkpoint.save(manager, step, state, metrics=eval_metrics, force=True)
@@ -115,6 +119,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   if stop.signum is None and not eval_metrics:
     eval_metrics = evaluator(state, step)  # resumed at or past the last step: evaluate once
+    _log_eval(metrics_log, step, eval_metrics)
+  if metrics_log is not None:
+    metrics_log.save_curves()  # also after a signal, with the train points since the last eval
   if writer is not None and eval_metrics:
     tensorboard.write_hparams(writer, config, eval_metrics, step)
     writer.close()
@@ -171,6 +178,14 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   return _Run(config=config, workdir=workdir, names=tuple(names), preprocessing=preprocessing,
               mesh=mesh, model=model, state=state, train_rng=train_rng, manager=manager,
               train_iter=train_iter)
+
+
+def _log_eval(metrics_log: curves.MetricsLog | None, step: int,
+              metrics: dict[str, float]) -> None:
+  """Appends an evaluation to `metrics.jsonl` and redraws `curves.png` (on the chief only)."""
+  if metrics_log is not None:
+    metrics_log.log_eval(step, metrics)
+    metrics_log.save_curves()
 
 
 def _host_metrics(step: int, metrics: dict[str, jax.Array], config: ml_collections.ConfigDict,

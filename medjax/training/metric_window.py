@@ -24,6 +24,8 @@ class MetricWindow:
     last_step: see `log_every_steps`.
     writer: a TensorBoard `SummaryWriter`; None on the hosts that do not log.
     progress: a `tqdm` bar: advanced each step, shown the window's loss and mean Dice.
+    metrics_log: a `curves.MetricsLog`, given each log point's loss, rate and Dice; None on the
+      hosts that do not log.
     clock: seconds, for the step rate.
 
   Attributes:
@@ -38,6 +40,7 @@ class MetricWindow:
   def __init__(self, *, names: Sequence[str], scored: slice,
                learning_rate: Callable[[int], Any], log_every_steps: int, last_step: int,
                writer: Any | None = None, progress: Any | None = None,
+               metrics_log: Any | None = None,
                clock: Callable[[], float] = time.perf_counter):
     self.names = tuple(names)
     self.scored = scored
@@ -46,6 +49,7 @@ class MetricWindow:
     self.last_step = last_step
     self.writer = writer
     self.progress = progress
+    self.metrics_log = metrics_log
     self.clock = clock
     self.skipped = 0
     self._window: list[dict[str, Any]] = []
@@ -78,6 +82,11 @@ class MetricWindow:
     dice_mean = float(np.mean(dice[self.scored]))
     if self.progress is not None:
       self.progress.set_postfix(loss=f"{loss:.4f}", dice=f"{dice_mean:.3f}")
+    # The rate step `step` used: its update ran with the schedule's count at step - 1.
+    learning_rate = float(self.learning_rate(step - 1))
+    if self.metrics_log is not None:
+      self.metrics_log.log_train(step, loss=loss, learning_rate=learning_rate, dice=dice,
+                                 dice_mean=dice_mean)
     writer = self.writer
     if writer is None:
       return
@@ -86,7 +95,6 @@ class MetricWindow:
     for n, d in zip(self.names, dice):
       writer.add_scalar(f"train/dice_{n}", float(d), step)
     writer.add_scalar("train/grad_norm", float(np.mean([m["grad_norm"] for m in window])), step)
-    # The rate step `step` used: its update ran with the schedule's count at step - 1.
-    writer.add_scalar("train/learning_rate", float(self.learning_rate(step - 1)), step)
+    writer.add_scalar("train/learning_rate", learning_rate, step)
     writer.add_scalar("train/steps_per_second", len(window) / max(elapsed, 1e-9), step)
     writer.add_scalar("train/skipped_steps", self.skipped, step)
