@@ -346,7 +346,7 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
                    padding_mode: str = "constant",
                    flip_axes: Sequence[Sequence[int] | int] | None = None,
                    pad_last_batch: bool = False, progress: bool = False,
-                   activation: str = "softmax") -> np.ndarray:
+                   activation: str = "softmax", members: bool = False) -> np.ndarray:
   """Class probabilities of one scan: softmax (or sigmoid) of the model, blended over windows.
 
   Args:
@@ -357,16 +357,40 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
       pad_last_batch, progress: as in `sliding_window_inference` (the model must treat windows
       independently, e.g. batch norm in inference mode, for `pad_last_batch=True`).
     activation: 'softmax' or 'sigmoid' (`make_predictor`).
+    members: return each flip variant's blended probabilities (the unflipped one first) instead
+      of their mean, for the spread between them (`prediction.ensemble.uncertainty`). The same
+      windows and weights serve every variant, so their mean is the `members=False` result.
 
   Returns:
-    float32 probabilities `[D, H, W, K]` (summing to 1 over K for the softmax).
+    float32 probabilities `[D, H, W, K]` (summing to 1 over K for the softmax), or with
+    `members` `[M, D, H, W, K]`, M = 1 + the number of distinct flips.
   """
   image = jnp.asarray(image)
   if image.ndim != 4:
     raise ValueError(f"image has shape {image.shape}: expected one scan [D, H, W, C].")
   predictor = functools.partial(make_predictor(model, activation), variables)
+  if members:
+    probs = sliding_window_inference(
+        image[None], roi_size, sw_batch_size,
+        _flip_members(predictor, _normalize_flip_axes(flip_axes)), overlap=overlap, mode=mode,
+        sigma_scale=sigma_scale, padding_mode=padding_mode, pad_last_batch=pad_last_batch,
+        progress=progress)
+    return np.stack([np.asarray(p[0]) for p in probs])
   probs = sliding_window_inference(
       image[None], roi_size, sw_batch_size, predictor, overlap=overlap, mode=mode,
       sigma_scale=sigma_scale, padding_mode=padding_mode, flip_axes=flip_axes,
       pad_last_batch=pad_last_batch, progress=progress)
   return np.asarray(probs[0])
+
+
+def _flip_members(predictor: Predictor, variants: tuple[tuple[int, ...], ...]
+                  ) -> Callable[[Array], tuple[Array, ...]]:
+  """A predictor returning one output per flip variant, `flip^-1(predictor(flip(x)))`, which
+  `sliding_window_inference` blends each on its own (a tuple output)."""
+
+  @jax.jit
+  def members(x: Array) -> tuple[Array, ...]:
+    return tuple(_flip(predictor(_flip(x, axes)), axes) if axes else predictor(x)
+                 for axes in variants)
+
+  return members

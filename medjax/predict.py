@@ -11,6 +11,8 @@ or `imagesTr/`, or an iSeg-2017-layout folder):
   python -m medjax.predict --workdir workdirs/quickstart --input_dir data/iseg2017-builtin \
       [--subjects 1,2] --output_dir predictions [--format hdr] [--values dataset] \
       [--save_probabilities] [--which latest]
+  python -m medjax.predict --workdir W/fold_0 --workdir W/fold_1 ... --tta \
+      --uncertainty entropy --postprocessing W --input_dir DIR/imagesTs --output_dir ensemble
 
 The model, its variables, its training config and its preprocessing (`preprocessing.json`:
 orientation, voxel size, crop, normalisation, fitted to the training set) are restored from the
@@ -23,7 +25,13 @@ with exactly the input file's shape and affine:
   <label name>.<format>          class ids 0..K-1 (or the dataset's own label values, e.g. iSeg
                                  0/10/150/250 or BraTS 0/1/2/4, with --values dataset)
   <name>-probabilities.<format>  float32 [D, H, W, K] with --save_probabilities
+  <name>-uncertainty.<format>    float32 [D, H, W] with --uncertainty (entropy or variance)
   <name>.png                     median axial / coronal / sagittal slices: image, truth, prediction
+
+Several --workdir make an ensemble: each model prepares the scan with its own preprocessing,
+and the probabilities of all models (and, with --tta, of their flips) are averaged on the scan's
+grid. --postprocessing applies the largest-connected-component filter that `medjax.crossval`
+chose on the validation folds.
 
 For nnU-Net / Decathlon inputs `<name>` is the case id and `<label name>` is `<name>` (nnU-Net's
 `{case}.nii.gz`); for iSeg folders `<name>` is `subject-N`, for `--t1` the T1 file name without
@@ -53,7 +61,9 @@ __all__ = ["define_flags", "load_case", "main", "preprocessing_of", "run", "segm
 def define_flags() -> None:
   """Defines the command-line flags (only when run as a script, so that importing this module
   beside other entry points defines no global flags)."""
-  flags.DEFINE_string("workdir", None, "Training workdir (or its checkpoints/ folder).")
+  flags.DEFINE_multi_string("workdir", None, "Training workdir (or its checkpoints/ folder); "
+                            "repeat it for an ensemble (e.g. the cross-validation folds) whose "
+                            "probabilities are averaged.")
   flags.DEFINE_string("t1", None, "T1 image of one scan (.nii, .nii.gz, .hdr).")
   flags.DEFINE_string("t2", None, "T2 image of the same scan (two-modality models).")
   flags.DEFINE_string("label", None, "Optional ground truth of the --t1 / --images scan (for "
@@ -79,6 +89,15 @@ def define_flags() -> None:
                     "Blending (default: the config's eval.mode).")
   flags.DEFINE_integer("sw_batch_size", None, "Windows per model call (default: the config's).")
   flags.DEFINE_bool("tta", False, "Average over flips of each spatial axis (4x the time).")
+  flags.DEFINE_enum("uncertainty", None, list(prediction.UNCERTAINTIES),
+                    "Also write <name>-uncertainty.<format>: the predictive 'entropy' of the "
+                    "averaged probabilities, or the 'variance' across the members (flips with "
+                    "--tta, models with several --workdir).")
+  flags.DEFINE_string("postprocessing", None, "postprocessing.json written by "
+                      "`python -m medjax.crossval` (or its folder): keep only the largest "
+                      "connected component of the classes it lists.")
+  flags.DEFINE_list("keep_largest_component", None, "Class ids whose largest connected "
+                    "component alone is kept (the rest of the class becomes background).")
   flags.DEFINE_string("compile_cache", None, "Persistent XLA compilation cache directory "
                       "(default: $MEDJAX_COMPILE_CACHE_DIR or ~/.cache/medjax/jax_cache); "
                       "'off' to disable.")
@@ -96,7 +115,19 @@ def main(argv: list[str]) -> None:
                    fmt=FLAGS.format, values=FLAGS.values,
                    save_probabilities=FLAGS.save_probabilities, which=FLAGS.which,
                    png=FLAGS.png, overlap=FLAGS.overlap, mode=FLAGS.mode,
-                   sw_batch_size=FLAGS.sw_batch_size, tta=FLAGS.tta, images=FLAGS.images)
+                   sw_batch_size=FLAGS.sw_batch_size, tta=FLAGS.tta, images=FLAGS.images,
+                   uncertainty=FLAGS.uncertainty, postprocessing=FLAGS.postprocessing,
+                   keep_largest_component=_class_ids(FLAGS.keep_largest_component))
+
+
+def _class_ids(values: list[str] | None) -> list[int] | None:
+  if values is None:
+    return None
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"--keep_largest_component {','.join(values)!r}: expected class ids, "
+                     "e.g. 1,2.") from None
 
 
 if __name__ == "__main__":

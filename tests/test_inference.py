@@ -187,6 +187,37 @@ def test_predict_volume_with_per_voxel_model():
   np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
+def test_predict_volume_members_are_the_flips_and_average_to_tta():
+  # A 3x3x3 convolution sees which way the scan runs, so each flip gives its own prediction.
+  class Conv3(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+      del train
+      return nn.Conv(3, (3, 3, 3))(x)
+
+  model = Conv3()
+  rng = np.random.default_rng(3)
+  image = rng.normal(size=(8, 6, 5, 2)).astype(np.float32)
+  variables = model.init(jax.random.key(1), image[None], train=False)
+  flips = ((0,), (1,), (2,))
+  # One window holding the whole scan: member i is exactly flip(model(flip(scan))).
+  members = inference.predict_volume(model, variables, image, roi_size=(8, 6, 5),
+                                     flip_axes=flips, members=True)
+  assert members.shape == (4, 8, 6, 5, 3)
+  for m, axes in zip(members, ((),) + flips):
+    flipped = np.flip(image, axes) if axes else image
+    expected = jax.nn.softmax(
+        model.apply(variables, jnp.asarray(flipped.copy())[None], train=False), -1)[0]
+    np.testing.assert_allclose(m, np.flip(np.asarray(expected), axes) if axes else expected,
+                               atol=1e-5)
+  assert np.abs(members[1] - members[0]).max() > 1e-3
+  # Blended windows: the members' mean is the in-window flip average.
+  kwargs = dict(roi_size=(4, 4, 4), overlap=0.5, sw_batch_size=3, flip_axes=flips)
+  members = inference.predict_volume(model, variables, image, members=True, **kwargs)
+  tta = inference.predict_volume(model, variables, image, **kwargs)
+  np.testing.assert_allclose(members.mean(0), tta, atol=1e-6)
+
+
 def test_predict_volume_with_valid_convolution_hyperdensenet():
   # A small HyperDenseNet (2 valid 3x3x3 layers: margin 2) is translation-equivariant, so the
   # sliding-window result equals one pass over the scan zero-padded by the margin.

@@ -93,8 +93,8 @@ def format_table(results: dict[str, dict[int | str, dict[str, float]]],
   return "\n".join(lines)
 
 
-def _json_value(value: float) -> float | str | None:
-  # JSON has no nan/inf: write them as null / "inf" so any JSON reader accepts the file.
+def json_value(value: float) -> float | str | None:
+  """A metric for JSON, which has no nan/inf: null / "inf", so any JSON reader accepts it."""
   if np.isnan(value):
     return None
   if np.isinf(value):
@@ -132,10 +132,10 @@ def save_results(output_dir: str | os.PathLike,
   document: dict[str, Any] = {
       "units": {m: UNITS[m] for m in measured},
       "subjects": {key: {"files": files.get(key, {}),
-                         **{names[k]: {m: _json_value(r[m]) for m in measured}
+                         **{names[k]: {m: json_value(r[m]) for m in measured}
                             for k, r in per_key.items()}}
                    for key, per_key in results.items()},
-      "mean": {name: {m: _json_value(v) for m, v in row.items()} for name, row in summary.items()},
+      "mean": {name: {m: json_value(v) for m, v in row.items()} for name, row in summary.items()},
   }
   if labels.regions:
     document["regions"] = {names[r]: [labels.class_names[i] for i in ids]

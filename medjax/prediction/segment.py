@@ -41,7 +41,7 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
             preprocessing: preprocessing_lib.Preprocessing | None = None,
             overlap: float | None = None, mode: str | None = None,
             sw_batch_size: int | None = None, tta: bool = False,
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, members: bool = False) -> np.ndarray:
   """One scan `image [D, H, W, C]` (raw, the file's voxel order) -> probabilities `[D, H, W, K]`.
 
   The probabilities are the softmax over the classes, or a sigmoid per output for models trained
@@ -51,6 +51,9 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
   The scan is prepared with `preprocessing` (default: the normalisation `config` names; pass
   `preprocessing_of(workdir, config)` for models trained with resampling or reorientation, and
   the scan's `affine`), segmented, and its probabilities taken back to the scan's grid.
+
+  With `members`, returns each test-time flip's probabilities `[M, D, H, W, K]` (M = 4 with
+  `tta`, else 1; their mean is the `members=False` result) for `ensemble.uncertainty`.
   """
   if preprocessing is None:
     preprocessing = _config_preprocessing(config)
@@ -67,6 +70,9 @@ def segment(model: Any, variables: Any, config: Any, image: np.ndarray, *,
       mode=(mode or config.eval.mode),
       sw_batch_size=sw_batch_size or config.eval.sw_batch_size,
       flip_axes=((0,), (1,), (2,)) if tta else None, progress=progress,
-      activation=outputs.output_activation(config))
-  return preprocessing.restore(probs, prepared.record,
-                               class0_is_background=config.dataset.regions is None)
+      activation=outputs.output_activation(config), members=members)
+  background = config.dataset.regions is None
+  if members:
+    return np.stack([preprocessing.restore(p, prepared.record, class0_is_background=background)
+                     for p in probs])
+  return preprocessing.restore(probs, prepared.record, class0_is_background=background)

@@ -21,12 +21,13 @@ VALUES = ("class_ids", "dataset", "iseg")
 def write_outputs(case: cases_lib.Case, probs: np.ndarray, output_dir: str, *,
                   fmt: str = "nii.gz", values: str = "class_ids", save_probabilities: bool = False,
                   png: bool = True, label_values: tuple[int, ...] = iseg.LABEL_VALUES,
-                  classes: np.ndarray | None = None) -> dict[str, str]:
+                  classes: np.ndarray | None = None,
+                  uncertainty: np.ndarray | None = None) -> dict[str, str]:
   """Writes the label map (and probabilities, PNG) of one case; returns their paths.
 
   `classes`: the class ids `[D, H, W]` (default: the argmax of `probs`; region models pass
   `outputs.output_classes`). `values='dataset'` (or 'iseg') writes `label_values[k]` for
-  class k instead of k.
+  class k instead of k. `uncertainty` `[D, H, W]` is written as `<name>-uncertainty.<fmt>`.
   """
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,11 @@ def write_outputs(case: cases_lib.Case, probs: np.ndarray, output_dir: str, *,
     path = out / f"{case.name}-probabilities.{fmt}"
     io.save_image(path, probs.astype(np.float32), case.affine)
     written["probabilities"] = str(path)
+  if uncertainty is not None:
+    path = out / f"{case.name}-uncertainty.{fmt}"
+    spread = np.asarray(uncertainty, np.float32)
+    io.save_image(path, spread.reshape(spread.shape + extra), case.affine)
+    written["uncertainty"] = str(path)
   if png:
     path = out / f"{case.name}.png"
     viz.save_comparison_png(str(path), case.image, case.label, classes, affine=case.affine,
