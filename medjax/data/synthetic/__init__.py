@@ -15,14 +15,24 @@ nibabel so that every tissue keeps its world position); `generate_case` gives on
 arrays. They are the no-download examples of the generic dataset route.
 
 Anatomy (sizes are fractions of the field of view, so any shape works; numbers below are mm at
-the real 144 x 192 x 256 size): a cerebrum ellipsoid (semi-axes about 56 x 72 x 54) whose
-outline varies smoothly per subject; outer CSF (2 mm over the gyral crowns); sulci, thin CSF
-clefts up to about 16 mm deep that run along the zero lines of a random field on the sphere; a
-grey-matter (GM) ribbon 4.6 mm thick that lines the outer surface and both walls of every
-sulcus, so that it folds around white-matter (WM) gyral cores; an interhemispheric fissure (CSF
-lined by GM) down to the corpus callosum; two curved lateral ventricles (CSF) and two deep-GM
-nuclei. At full size the classes cover about 87 % background, 3 % CSF, 5.5 % GM and 4.5 % WM
-(real data: 87 / 3 / 6 / 4).
+the real 144 x 192 x 256 size, where a voxel is 1 mm): a cerebrum ellipsoid (semi-axes about
+56 x 72 x 54, scaled by 0.93-1.07 per subject) whose outline varies smoothly per subject; outer
+CSF 1.8-3.6 mm thick; an interhemispheric fissure (1 mm of CSF on a wavy midline) down to the
+corpus callosum, which arches over the ventricles, and down to the base in front of and behind
+it. Sulci are thin CSF clefts (1 mm) along the zero set of a smooth random field sampled on the
+outer and the medial surfaces (about 10 mm apart, up to 22 mm deep, leaning and bending with
+depth, some shallow); a grey-matter (GM) ribbon about 2.5 mm thick (2-3 mm, like a 6-month
+infant's cortex) lines the surfaces and both walls of every sulcus with rounded gyral crowns, and
+white matter (WM) fills the gyral cores beneath. Deep structures: the lateral ventricles (curved,
+bending down front and back) and the third ventricle (CSF); the thalami, lentiform nuclei and
+caudate heads (GM). Subjects differ in size, outline, folding, sulcal depth, cortical thickness,
+deep structures, bias fields and noise. At full size the classes cover about 87 % background,
+3 % CSF, 5 % GM and 5 % WM (real iSeg-2017: 87 / 3 / 6 / 4, whose GM also holds the cerebellar
+cortex that these brains lack).
+
+Partial volume: every tissue border is a signed distance, so the label is the tissue at the voxel
+centre while the intensities mix the tissue means by the fraction of the voxel that each tissue
+covers; a coarser voxel mixes more, and a sulcus narrower than a voxel still darkens T1.
 
 Contrast (isointense phase, about 6 months): in T1, CSF is dark and GM and WM are close; in T2,
 CSF is bright and WM is brighter than GM; in the FLAIR-like third channel, CSF is suppressed
