@@ -24,20 +24,53 @@ Per sample, in this order (each step is drawn with its own probability):
    displacements N(0, elastic_std^2) on a `elastic_control_points`^3 grid spanning the volume,
    interpolated trilinearly to every voxel. With rotation drawn (`rotate_prob`) every a_i is
    uniform in [-max_rotation_deg, max_rotation_deg]; with zoom drawn (`scale_prob`) s is uniform
-   in `scale_range`; otherwise a = 0, s = 1, u = 0 and the pass returns its input exactly.
+   in `scale_range` (`scale_convention='enlarge'`), or s = 1 / s' with s' uniform in it
+   ('shrink', nnU-Net's convention: a factor > 1 shrinks the content); otherwise a = 0, s = 1,
+   u = 0 and the pass returns its input exactly.
    Positions outside the volume take the nearest edge voxel (`fill_mode='nearest'`) or 0
    (`'constant'`, background 0 for labels);
 4. intensity, per channel: x <- x * m + b with m uniform in `intensity_scale_range` (probability
    `intensity_scale_prob`, else 1) and b uniform in `intensity_shift_range` (probability
    `intensity_shift_prob`, else 0), in the units of the normalised image;
-5. additive Gaussian noise N(0, noise_std^2) with probability `noise_prob`.
+5. additive Gaussian noise N(0, sigma^2) with probability `noise_prob`: sigma = `noise_std`, or
+   uniform in [0, noise_std] per sample when `noise_std_uniform` (nnU-Net's);
+
+then nnU-Net's intensity transforms (nnU-Net v2's `nnUNetTrainer.get_training_transforms`, in its
+order), each per channel c over that channel's whole volume:
+
+6. Gaussian blur with probability `blur_prob`, each channel with probability
+   `blur_channel_prob`: a separable Gaussian with its own sigma per axis, uniform in
+   `blur_sigma_range` (voxels), truncated at floor(4 sigma + 0.5) voxels (scipy's
+   `gaussian_filter` kernel), edges mirrored (d c b | a b c d, as nnU-Net's torch 'reflect');
+7. multiplicative brightness with probability `brightness_prob`: x <- x * f_c;
+8. contrast with probability `contrast_prob`: x <- (x - mean_c) * f_c + mean_c, clipped to the
+   channel's former [min, max] when `contrast_preserve_range`;
+9. simulated low resolution with probability `low_res_prob`, each channel with probability
+   `low_res_channel_prob`: zoom z_c uniform in `low_res_zoom_range`, the same on every axis; an
+   axis of n voxels is resampled to round(n z_c) voxels by nearest neighbour and back to n by
+   linear interpolation (half-voxel centres, edge values held: torch's 'nearest-exact' then
+   'trilinear', as nnU-Net), in one gather per axis so the shapes stay static under jit;
+10. inverted gamma with probability `gamma_inverted_prob`, then gamma with probability
+    `gamma_prob`, both with gamma_c from `gamma_range`: with y = x (or -x when inverted),
+    y <- ((y - min) / (max - min))^gamma_c (max - min) + min; with `gamma_retain_stats` y is then
+    shifted and scaled back to its former mean and standard deviation; inverted: x <- -y.
+
+Factors f_c and gamma_c are drawn as nnU-Net's `BGContrast`: when the range (lo, hi) contains 1,
+with probability 1/2 uniform in [lo, 1], else uniform in [1, hi] (for (0.75, 1.25) that is
+uniform in the range; for gamma (0.7, 1.5) half the draws are below 1); otherwise uniform in it.
+The label map is never touched by steps 4-10.
 
 A step whose probability is 0 is not traced at all, so it costs nothing in the compiled step.
 
 Defaults (`default_augmentation_config()`): rotation +-10 degrees as MedicalZoo's augment3D,
-zoom 0.9-1.1 (MedicalZoo's `RandomZoom` is 0.8-1.1; set `scale_range` for it). Augmentation is off
-unless `config.augmentation.enabled`; docs/medicalzoo.md says how MedicalZoo's own augmentation
-differs (one transform of three per sample).
+zoom 0.9-1.1 (MedicalZoo's `RandomZoom` is 0.8-1.1; set `scale_range` for it), nnU-Net's steps
+6-10 off. Augmentation is off unless `config.augmentation.enabled`; docs/medicalzoo.md says how
+MedicalZoo's own augmentation differs (one transform of three per sample).
+
+Presets (`preset`): 'none' starts from `default_augmentation_config()`, 'nnunet' from
+`nnunet_augmentation_config()` (nnU-Net v2's default 3D training augmentation). The rule for
+which wins is in `resolve_config`: every key given with a value other than None is the user's;
+only the keys not given, or given as None, come from the preset.
 """
 
 import dataclasses
@@ -55,6 +88,8 @@ def default_augmentation_config() -> ml_collections.ConfigDict:
   """The augmentation knobs and their defaults (probabilities are per sample).
 
   Returns a ConfigDict with:
+    preset ('none'): whose values the keys not set take, 'none' (these) or 'nnunet'
+      (`nnunet_augmentation_config()`); see `resolve_config`.
     flip_prob (0.5): probability of flipping each axis in `flip_axes`.
     flip_axes ((0, 1, 2)): spatial axes that may be flipped (0 = D, 1 = H, 2 = W).
     rot90_prob (0.25): probability of 1, 2 or 3 quarter turns in `rot90_axes`.
@@ -62,16 +97,35 @@ def default_augmentation_config() -> ml_collections.ConfigDict:
     rotate_prob (0.5): probability of a small rotation about all three axes.
     max_rotation_deg (10.0): each angle is uniform in [-max_rotation_deg, max_rotation_deg].
     scale_prob (0.5): probability of an isotropic zoom.
-    scale_range ((0.9, 1.1)): zoom factor range (> 1 enlarges the content).
+    scale_range ((0.9, 1.1)): zoom factor range.
+    scale_convention ('enlarge'): 'enlarge' (a factor > 1 enlarges the content) or 'shrink'
+      (nnU-Net's: a factor > 1 shrinks it; the content is zoomed by 1 / factor).
     elastic_prob (0.25): probability of an elastic deformation.
     elastic_control_points (5): control points per axis of the displacement grid (>= 2).
     elastic_std (2.0): standard deviation of the control-point displacements, in voxels.
     intensity_scale_prob (0.5), intensity_scale_range ((0.9, 1.1)): per-channel multiplier.
     intensity_shift_prob (0.5), intensity_shift_range ((-0.1, 0.1)): per-channel offset.
     noise_prob (0.5), noise_std (0.05): additive Gaussian noise.
+    noise_std_uniform (False): each sample's noise standard deviation uniform in
+      [0, noise_std] instead of noise_std (nnU-Net's).
+    blur_prob (0.0): probability of a Gaussian blur of the sample.
+    blur_channel_prob (0.5): probability that a channel of a blurred sample is blurred.
+    blur_sigma_range ((0.5, 1.0)): the blur's sigma, drawn per channel and axis, in voxels (> 0).
+    brightness_prob (0.0), brightness_range ((0.75, 1.25)): per-channel multiplier, after the
+      blur (nnU-Net's order; `intensity_scale_*` acts before the noise).
+    contrast_prob (0.0), contrast_range ((0.75, 1.25)): per-channel contrast factor.
+    contrast_preserve_range (True): clip each channel to its former [min, max].
+    low_res_prob (0.0): probability of simulating a lower resolution.
+    low_res_channel_prob (0.5): probability that a channel of such a sample is resampled.
+    low_res_zoom_range ((0.5, 1.0)): the per-channel zoom, in (0, 1].
+    gamma_inverted_prob (0.0): probability of a gamma transform of the negated image.
+    gamma_prob (0.0): probability of a gamma transform (after the inverted one).
+    gamma_range ((0.7, 1.5)): the exponent range of both (> 0).
+    gamma_retain_stats (True): restore each channel's mean and standard deviation after gamma.
     fill_mode ('nearest'): 'nearest' (edge voxel) or 'constant' (0) outside the volume.
   """
   c = ml_collections.ConfigDict()
+  c.preset = "none"
   c.flip_prob = 0.5
   c.flip_axes = (0, 1, 2)
   c.rot90_prob = 0.25
@@ -80,6 +134,7 @@ def default_augmentation_config() -> ml_collections.ConfigDict:
   c.max_rotation_deg = 10.0
   c.scale_prob = 0.5
   c.scale_range = (0.9, 1.1)
+  c.scale_convention = "enlarge"
   c.elastic_prob = 0.25
   c.elastic_control_points = 5
   c.elastic_std = 2.0
@@ -89,23 +144,126 @@ def default_augmentation_config() -> ml_collections.ConfigDict:
   c.intensity_shift_range = (-0.1, 0.1)
   c.noise_prob = 0.5
   c.noise_std = 0.05
+  c.noise_std_uniform = False
+  # nnU-Net's transforms are off; their ranges are nnU-Net's, so that a probability alone
+  # switches one on as nnU-Net has it.
+  c.blur_prob = 0.0
+  c.blur_channel_prob = 0.5
+  c.blur_sigma_range = (0.5, 1.0)
+  c.brightness_prob = 0.0
+  c.brightness_range = (0.75, 1.25)
+  c.contrast_prob = 0.0
+  c.contrast_range = (0.75, 1.25)
+  c.contrast_preserve_range = True
+  c.low_res_prob = 0.0
+  c.low_res_channel_prob = 0.5
+  c.low_res_zoom_range = (0.5, 1.0)
+  c.gamma_inverted_prob = 0.0
+  c.gamma_prob = 0.0
+  c.gamma_range = (0.7, 1.5)
+  c.gamma_retain_stats = True
   c.fill_mode = "nearest"
   return c
 
 
+def nnunet_augmentation_config() -> ml_collections.ConfigDict:
+  """nnU-Net v2's default 3D training augmentation: the values of preset 'nnunet'.
+
+  From `nnUNetTrainer.get_training_transforms` and
+  `configure_rotation_dummyDA_mirroring_and_inital_patch_size`
+  (nnunetv2/training/nnUNetTrainer/nnUNetTrainer.py) for a 3D patch that is not anisotropic,
+  with batchgeneratorsv2's transforms. Not reproduced: the 'dummy 2D' augmentation of
+  anisotropic patches (in-plane rotation up to 180 degrees, low resolution in-plane only), the
+  enlarged crop the spatial transform cuts its patch from, and the labels' linear resampling of
+  one-hot maps (medjax samples them by nearest neighbour). nnU-Net mirrors last, medjax first:
+  the intensity steps commute with a flip, but for where the low-resolution grid falls.
+  """
+  c = default_augmentation_config()
+  c.preset = "nnunet"
+  # MirrorTransform(allowed_axes=mirror_axes), mirror_axes = (0, 1, 2) for 3D; batchgeneratorsv2's
+  # MirrorTransform flips each allowed axis with probability 0.5.
+  c.flip_prob = 0.5
+  c.flip_axes = (0, 1, 2)
+  c.rot90_prob = 0.0  # the default trainer has no quarter turns
+  # SpatialTransform(p_rotation=0.2, rotation=rotation_for_DA): one draw per sample, then one
+  # angle per axis uniform in rotation_for_DA = (-30, 30) degrees (3D, not anisotropic).
+  c.rotate_prob = 0.2
+  c.max_rotation_deg = 30.0
+  # SpatialTransform(p_scaling=0.2, scaling=(0.7, 1.4), p_synchronize_scaling_across_axes=1):
+  # one factor for all axes, and "larger numbers = smaller objects" (batchgeneratorsv2's
+  # spatial.py multiplies the sampling grid by it), hence 'shrink'.
+  c.scale_prob = 0.2
+  c.scale_range = (0.7, 1.4)
+  c.scale_convention = "shrink"
+  c.elastic_prob = 0.0  # SpatialTransform(p_elastic_deform=0)
+  # No additive shift in nnU-Net; its multiplier is the brightness step (after noise and blur).
+  c.intensity_scale_prob = 0.0
+  c.intensity_shift_prob = 0.0
+  # RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
+  # synchronize_channels=True), apply_probability=0.1). batchgeneratorsv2 passes the drawn
+  # "variance" to np.random.normal as its standard deviation, so sigma ~ U(0, 0.1). (It adds
+  # one noise field to all channels; here each channel draws its own.)
+  c.noise_prob = 0.1
+  c.noise_std = 0.1
+  c.noise_std_uniform = True
+  # RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.), synchronize_channels=False,
+  # synchronize_axes=False, p_per_channel=0.5), apply_probability=0.2).
+  c.blur_prob = 0.2
+  c.blur_channel_prob = 0.5
+  c.blur_sigma_range = (0.5, 1.0)
+  # RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast((0.75, 1.25)),
+  # synchronize_channels=False, p_per_channel=1), apply_probability=0.15).
+  c.brightness_prob = 0.15
+  c.brightness_range = (0.75, 1.25)
+  # RandomTransform(ContrastTransform(contrast_range=BGContrast((0.75, 1.25)),
+  # preserve_range=True, synchronize_channels=False, p_per_channel=1), apply_probability=0.15).
+  c.contrast_prob = 0.15
+  c.contrast_range = (0.75, 1.25)
+  c.contrast_preserve_range = True
+  # RandomTransform(SimulateLowResolutionTransform(scale=(0.5, 1), synchronize_channels=False,
+  # synchronize_axes=True, p_per_channel=0.5), apply_probability=0.25).
+  c.low_res_prob = 0.25
+  c.low_res_channel_prob = 0.5
+  c.low_res_zoom_range = (0.5, 1.0)
+  # RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=1,
+  # synchronize_channels=False, p_per_channel=1, p_retain_stats=1), apply_probability=0.1),
+  # then the same with p_invert_image=0 and apply_probability=0.3.
+  c.gamma_inverted_prob = 0.1
+  c.gamma_prob = 0.3
+  c.gamma_range = (0.7, 1.5)
+  c.gamma_retain_stats = True
+  # fill_mode stays 'nearest'. nnU-Net pads with zeros, but cuts its patch from a crop enlarged
+  # for the rotation and zoom (get_patch_size), so it seldom reads outside; medjax turns the crop
+  # itself, where zeros would blank its corners.
+  return c
+
+
+PRESETS = {"none": default_augmentation_config, "nnunet": nnunet_augmentation_config}
+
 _PROBS = ("flip_prob", "rot90_prob", "rotate_prob", "scale_prob", "elastic_prob",
-          "intensity_scale_prob", "intensity_shift_prob", "noise_prob")
-_RANGES = ("scale_range", "intensity_scale_range", "intensity_shift_range")
+          "intensity_scale_prob", "intensity_shift_prob", "noise_prob", "blur_prob",
+          "blur_channel_prob", "brightness_prob", "contrast_prob", "low_res_prob",
+          "low_res_channel_prob", "gamma_inverted_prob", "gamma_prob")
+_RANGES = ("scale_range", "intensity_scale_range", "intensity_shift_range", "blur_sigma_range",
+           "brightness_range", "contrast_range", "low_res_zoom_range", "gamma_range")
+_BOOLS = ("noise_std_uniform", "contrast_preserve_range", "gamma_retain_stats")
 
 
 def resolve_config(config: Any) -> ml_collections.ConfigDict:
-  """Defaults overridden by `config` (ConfigDict, mapping or dataclass; None or True: defaults).
+  """The preset's values, overridden by the keys of `config` that are set.
 
-  Raises `ValueError` for an unknown key or an out-of-range value, naming it.
+  `config` is a ConfigDict, mapping or dataclass (None or True: the defaults). Its `preset`
+  ('none' when absent or None) picks the base, `default_augmentation_config()` or
+  `nnunet_augmentation_config()`. Every other key of `config` whose value is not None replaces
+  the base's value, whatever it is (a value equal to the plain default too); a key that is
+  absent or None keeps the preset's. `medjax/configs/default.py` declares every key but
+  `enabled` and `preset` as None, so in a run exactly the keys set by the experiment file or on
+  the command line (`--config.augmentation.rotate_prob=0.5`) are the user's.
+
+  Raises `ValueError` for an unknown key or preset or an out-of-range value, naming it.
   """
-  out = default_augmentation_config()
   if config is None or config is True:
-    return out
+    return default_augmentation_config()
   if isinstance(config, ml_collections.ConfigDict):
     given = config.to_dict()
   elif isinstance(config, Mapping):
@@ -115,22 +273,48 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
   else:
     raise ValueError("augmentation config must be a ConfigDict, a mapping, a dataclass, None or "
                      f"True; got {type(config).__name__}.")
-  unknown = sorted(set(given) - set(out))
+  known = default_augmentation_config()
+  unknown = sorted(set(given) - set(known))
   if unknown:
     raise ValueError(f"augmentation config has unknown keys {unknown}; known keys: "
-                     f"{sorted(out)}.")
+                     f"{sorted(known)}.")
+  preset = given.get("preset") or "none"
+  if preset not in PRESETS:
+    raise ValueError(f"augmentation config preset must be one of {sorted(PRESETS)}; got "
+                     f"{preset!r}.")
+  out = PRESETS[preset]()
   for key, value in given.items():
-    out[key] = tuple(value) if isinstance(value, list) else value
+    if value is not None and key != "preset":
+      try:
+        out[key] = tuple(value) if isinstance(value, list) else value
+      except TypeError as e:  # the ConfigDict's type check: say which key, as a ValueError
+        raise ValueError(f"augmentation config {key} has the wrong type: {e}") from None
   for key in _PROBS:
     if not 0.0 <= float(out[key]) <= 1.0:
       raise ValueError(f"augmentation config {key} must be in [0, 1]; got {out[key]}.")
   for key in _RANGES:
-    lo, hi = out[key]
-    if lo > hi:
+    if len(out[key]) != 2 or out[key][0] > out[key][1]:
       raise ValueError(f"augmentation config {key} must be (low, high) with low <= high; got "
                        f"{tuple(out[key])}.")
-  if out.scale_range[0] <= 0:
-    raise ValueError(f"augmentation config scale_range must be positive; got {out.scale_range}.")
+  for key in _BOOLS:
+    if not isinstance(out[key], bool):
+      raise ValueError(f"augmentation config {key} must be True or False; got {out[key]!r}.")
+  positive = {"scale_range": "positive", "blur_sigma_range": "positive (sigma in voxels)",
+              "gamma_range": "positive"}
+  for key, what in positive.items():
+    if out[key][0] <= 0:
+      raise ValueError(f"augmentation config {key} must be {what}; got {tuple(out[key])}.")
+  for key in ("brightness_range", "contrast_range"):
+    if out[key][0] < 0:
+      raise ValueError(f"augmentation config {key} must be >= 0; got {tuple(out[key])}.")
+  if not 0 < out.low_res_zoom_range[0] <= out.low_res_zoom_range[1] <= 1:
+    raise ValueError("augmentation config low_res_zoom_range must lie in (0, 1] (a zoom > 1 "
+                     f"would not lower the resolution); got {tuple(out.low_res_zoom_range)}.")
+  if out.noise_std < 0:
+    raise ValueError(f"augmentation config noise_std must be >= 0; got {out.noise_std}.")
+  if out.scale_convention not in ("enlarge", "shrink"):
+    raise ValueError("augmentation config scale_convention must be 'enlarge' or 'shrink'; got "
+                     f"{out.scale_convention!r}.")
   if any(a not in (0, 1, 2) for a in out.flip_axes):
     raise ValueError(f"augmentation config flip_axes must be spatial axes in (0, 1, 2); got "
                      f"{tuple(out.flip_axes)}.")
@@ -160,6 +344,12 @@ class AugmentParams(NamedTuple):
     intensity_shift: float32 `[C]`, per-channel offset b.
     noise_std: float32 `[]`, standard deviation of the additive noise (0: none).
     noise_key: PRNG key for the noise.
+    blur_sigma: float32 `[C, 3]`, blur sigma per channel and axis in voxels (0: not blurred).
+    brightness: float32 `[C]`, brightness multiplier (1: none).
+    contrast: float32 `[C]`, contrast factor (1: none).
+    low_res_zoom: float32 `[C]`, simulated-resolution zoom (1: none).
+    gamma_inverted: float32 `[C]`, exponent of the inverted gamma (1: none).
+    gamma: float32 `[C]`, exponent of the gamma (1: none).
   """
   flip: jax.Array
   rot90_k: jax.Array
@@ -170,26 +360,48 @@ class AugmentParams(NamedTuple):
   intensity_shift: jax.Array
   noise_std: jax.Array
   noise_key: jax.Array
+  blur_sigma: jax.Array
+  brightness: jax.Array
+  contrast: jax.Array
+  low_res_zoom: jax.Array
+  gamma_inverted: jax.Array
+  gamma: jax.Array
 
 
 def identity_params(num_channels: int, *, control_points: int = 5,
                     noise_key: jax.Array | None = None) -> AugmentParams:
   """Parameters that leave a sample unchanged."""
-  g = control_points
+  g, ones = control_points, jnp.ones((num_channels,), jnp.float32)
   return AugmentParams(
       flip=jnp.zeros((3,), bool), rot90_k=jnp.zeros((), jnp.int32),
       angles=jnp.zeros((3,), jnp.float32), scale=jnp.ones((), jnp.float32),
       displacement=jnp.zeros((g, g, g, 3), jnp.float32),
-      intensity_scale=jnp.ones((num_channels,), jnp.float32),
-      intensity_shift=jnp.zeros((num_channels,), jnp.float32),
+      intensity_scale=ones, intensity_shift=jnp.zeros((num_channels,), jnp.float32),
       noise_std=jnp.zeros((), jnp.float32),
-      noise_key=jax.random.key(0) if noise_key is None else noise_key)
+      noise_key=jax.random.key(0) if noise_key is None else noise_key,
+      blur_sigma=jnp.zeros((num_channels, 3), jnp.float32), brightness=ones, contrast=ones,
+      low_res_zoom=ones, gamma_inverted=ones, gamma=ones)
+
+
+def _split_uniform(key: jax.Array, lo: float, hi: float, shape: tuple[int, ...]) -> jax.Array:
+  """nnU-Net's `BGContrast` draw: for lo < 1 < hi, with probability 1/2 uniform in [lo, 1], else
+  in [1, hi] (so factors below and above 1 are equally likely); otherwise uniform in [lo, hi]."""
+  if not lo < 1.0 < hi:
+    return jax.random.uniform(key, shape, jnp.float32, lo, hi)
+  side, low, high = jax.random.split(key, 3)
+  return jnp.where(jax.random.bernoulli(side, 0.5, shape),
+                   jax.random.uniform(low, shape, jnp.float32, lo, 1.0),
+                   jax.random.uniform(high, shape, jnp.float32, 1.0, hi))
 
 
 def sample_params(rng: jax.Array, num_channels: int,
                   config: ml_collections.ConfigDict) -> AugmentParams:
   """Draws one sample's `AugmentParams` from `rng` under a resolved config."""
   keys = jax.random.split(rng, 16)
+  # nnU-Net's draws come from the key the original steps left unused, so that those steps draw
+  # the same values as before these were added.
+  extra = jax.random.split(keys[15], 15)
+  c = num_channels
 
   def coin(key: jax.Array, p: float, shape: tuple[int, ...] = ()) -> jax.Array:
     return jax.random.bernoulli(key, p, shape)
@@ -205,21 +417,42 @@ def sample_params(rng: jax.Array, num_channels: int,
   angles = jnp.where(coin(keys[3], config.rotate_prob),
                      uniform(keys[4], -max_angle, max_angle, (3,)), 0.0)
   scale = jnp.where(coin(keys[5], config.scale_prob), uniform(keys[6], *config.scale_range), 1.0)
+  if config.scale_convention == "shrink":
+    scale = 1.0 / scale
   g = int(config.elastic_control_points)
   displacement = jnp.where(
       coin(keys[7], config.elastic_prob),
       config.elastic_std * jax.random.normal(keys[8], (g, g, g, 3), jnp.float32), 0.0)
   intensity_scale = jnp.where(coin(keys[9], config.intensity_scale_prob),
-                              uniform(keys[10], *config.intensity_scale_range, (num_channels,)),
-                              1.0)
+                              uniform(keys[10], *config.intensity_scale_range, (c,)), 1.0)
   intensity_shift = jnp.where(coin(keys[11], config.intensity_shift_prob),
-                              uniform(keys[12], *config.intensity_shift_range, (num_channels,)),
-                              0.0)
-  noise_std = jnp.where(coin(keys[13], config.noise_prob), jnp.float32(config.noise_std), 0.0)
-  return AugmentParams(flip, rot90_k, angles.astype(jnp.float32), scale.astype(jnp.float32),
-                       displacement.astype(jnp.float32), intensity_scale.astype(jnp.float32),
-                       intensity_shift.astype(jnp.float32), noise_std.astype(jnp.float32),
-                       keys[14])
+                              uniform(keys[12], *config.intensity_shift_range, (c,)), 0.0)
+  noise_std = (uniform(extra[0], 0.0, config.noise_std) if config.noise_std_uniform
+               else jnp.float32(config.noise_std))
+  noise_std = jnp.where(coin(keys[13], config.noise_prob), noise_std, 0.0)
+  blurred = coin(extra[1], config.blur_prob) & coin(extra[2], config.blur_channel_prob, (c,))
+  blur_sigma = jnp.where(blurred[:, None], uniform(extra[3], *config.blur_sigma_range, (c, 3)),
+                         0.0)
+  brightness = jnp.where(coin(extra[4], config.brightness_prob),
+                         _split_uniform(extra[5], *config.brightness_range, (c,)), 1.0)
+  contrast = jnp.where(coin(extra[6], config.contrast_prob),
+                       _split_uniform(extra[7], *config.contrast_range, (c,)), 1.0)
+  low_res = coin(extra[8], config.low_res_prob) & coin(extra[9], config.low_res_channel_prob,
+                                                       (c,))
+  low_res_zoom = jnp.where(low_res, uniform(extra[10], *config.low_res_zoom_range, (c,)), 1.0)
+  gamma_inverted = jnp.where(coin(extra[11], config.gamma_inverted_prob),
+                             _split_uniform(extra[12], *config.gamma_range, (c,)), 1.0)
+  gamma = jnp.where(coin(extra[13], config.gamma_prob),
+                    _split_uniform(extra[14], *config.gamma_range, (c,)), 1.0)
+  def f32(x):
+    return jnp.asarray(x, jnp.float32)
+
+  return AugmentParams(
+      flip=flip, rot90_k=rot90_k, angles=f32(angles), scale=f32(scale),
+      displacement=f32(displacement), intensity_scale=f32(intensity_scale),
+      intensity_shift=f32(intensity_shift), noise_std=f32(noise_std), noise_key=keys[14],
+      blur_sigma=f32(blur_sigma), brightness=f32(brightness), contrast=f32(contrast),
+      low_res_zoom=f32(low_res_zoom), gamma_inverted=f32(gamma_inverted), gamma=f32(gamma))
 
 
 def rotation_matrix(angles: jax.Array) -> jax.Array:
@@ -259,6 +492,122 @@ def sampling_coordinates(spatial_shape: tuple[int, int, int], angles: jax.Array,
   return q + u
 
 
+_SPATIAL = (0, 1, 2)
+
+
+def gaussian_blur(image: jax.Array, sigma: jax.Array, *, max_sigma: float,
+                  truncate: float = 4.0) -> jax.Array:
+  """Separable Gaussian blur of each channel: image `[D, H, W, C]`, sigma `[C, 3]` in voxels.
+
+  The kernel of sigma s has radius floor(truncate s + 0.5) voxels and sums to 1
+  (scipy.ndimage.gaussian_filter's); the edges are mirrored (d c b | a b c d: scipy's 'mirror',
+  numpy's and torch's 'reflect', as nnU-Net pads). Sigma 0 leaves that axis unchanged.
+
+  Args:
+    image: float image, channels last.
+    sigma: per channel and spatial axis, in [0, max_sigma].
+    max_sigma: the largest sigma (a Python float): it fixes the kernel length under jit.
+    truncate: kernel radius in sigmas.
+
+  Returns:
+    The blurred image, same shape and dtype.
+  """
+  radius = int(truncate * max_sigma + 0.5)
+  offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  s = jnp.asarray(sigma, jnp.float32)[..., None]  # [C, 3, 1]
+  weights = jnp.exp(-0.5 * (offsets / jnp.where(s > 0, s, 1.0)) ** 2)
+  # Each sigma's own truncation inside the common (static) kernel length.
+  weights = jnp.where(jnp.abs(offsets) <= jnp.floor(truncate * s + 0.5), weights, 0.0)
+  weights = jnp.where(s > 0, weights, (offsets == 0).astype(jnp.float32))
+  weights = weights / weights.sum(-1, keepdims=True)  # [C, 3, 2 radius + 1]
+  out = image.astype(jnp.float32)
+  for axis in _SPATIAL:
+    n = out.shape[axis]
+    pad = [(0, 0)] * 4
+    pad[axis] = (radius, radius)
+    padded = jnp.pad(out, pad, mode="reflect")
+    out = sum(weights[:, axis, k] * jax.lax.slice_in_dim(padded, k, k + n, axis=axis)
+              for k in range(2 * radius + 1))
+  return out.astype(image.dtype)
+
+
+def adjust_contrast(image: jax.Array, factor: jax.Array, *,
+                    preserve_range: bool = True) -> jax.Array:
+  """x <- (x - mean_c) f_c + mean_c per channel, clipped to the channel's former [min, max].
+
+  Args:
+    image: float image `[D, H, W, C]`.
+    factor: `[C]` contrast factors (1: unchanged, < 1 flatter, > 1 steeper).
+    preserve_range: clip to each channel's [min, max] before the change (nnU-Net's).
+  """
+  mean = image.mean(_SPATIAL)
+  out = (image - mean) * factor + mean
+  if preserve_range:
+    out = jnp.clip(out, image.min(_SPATIAL), image.max(_SPATIAL))
+  return out
+
+
+def adjust_gamma(image: jax.Array, gamma: jax.Array, *, invert: bool = False,
+                 retain_stats: bool = True, eps: float = 1e-7) -> jax.Array:
+  """Gamma transform per channel, nnU-Net's (batchgeneratorsv2 `GammaTransform`).
+
+  With y = x (or -x when `invert`), min m and range r = max - m of each channel:
+  y <- ((y - m) / max(r, eps))^gamma_c r + m; with `retain_stats` y is then shifted and scaled
+  to its former mean and standard deviation; inverted, the result is negated back.
+
+  Args:
+    image: float image `[D, H, W, C]`.
+    gamma: `[C]` exponents (> 0; 1: unchanged up to rounding).
+    invert: transform -x, so gamma < 1 darkens instead of brightening.
+    retain_stats: restore each channel's mean and standard deviation.
+    eps: smallest range and standard deviation divided by.
+  """
+  x = -image if invert else image
+  lo = x.min(_SPATIAL)
+  span = x.max(_SPATIAL) - lo
+  y = ((x - lo) / jnp.maximum(span, eps)) ** gamma * span + lo
+  if retain_stats:
+    y = (y - y.mean(_SPATIAL)) * (x.std(_SPATIAL) / jnp.maximum(y.std(_SPATIAL), eps))
+    y = y + x.mean(_SPATIAL)
+  return -y if invert else y
+
+
+def simulate_low_resolution(image: jax.Array, zoom: jax.Array) -> jax.Array:
+  """Each channel down to zoom_c of its voxels per axis (nearest) and back up (linear).
+
+  As nnU-Net's `SimulateLowResolutionTransform` (torch `interpolate`, 'nearest-exact' down to
+  round(n z) voxels, then 'trilinear' with align_corners=False back to n), but with static
+  shapes: an axis of n voxels and m = max(round(n z), 1) coarse voxels maps output voxel i to
+  the coarse position x = max((i + 1/2) m / n - 1/2, 0), blends coarse voxels j = floor(x) and
+  min(j + 1, m - 1) with weights 1 - (x - j) and x - j, and coarse voxel j copies fine voxel
+  min(floor((j + 1/2) n / m), n - 1). Both resamplings are separable, so one gather per axis
+  does both.
+
+  Args:
+    image: float image `[D, H, W, C]`.
+    zoom: `[C]` zoom per channel in (0, 1], the same on every axis (1: unchanged).
+  """
+  z = jnp.asarray(zoom, jnp.float32)
+  out = image
+  for axis in _SPATIAL:
+    n = image.shape[axis]
+    m = jnp.maximum(jnp.round(n * z), 1.0)  # [C]
+    i = jnp.arange(n, dtype=jnp.float32)[:, None]
+    x = jnp.maximum((i + 0.5) * (m / n) - 0.5, 0.0)  # [n, C]
+    j0 = jnp.floor(x)
+    j1 = jnp.minimum(j0 + 1.0, m - 1.0)
+    shape = [1, 1, 1, image.shape[-1]]
+    shape[axis] = n
+
+    def fine(j, shape=shape, n=n, m=m):
+      index = jnp.minimum(jnp.floor((j + 0.5) * (n / m)), n - 1).astype(jnp.int32)
+      return jnp.take_along_axis(out, jnp.broadcast_to(index.reshape(shape), out.shape), axis)
+
+    t = (x - j0).reshape(shape).astype(image.dtype)
+    out = (1 - t) * fine(j0) + t * fine(j1)
+  return out
+
+
 def augment_sample(image: jax.Array, label: jax.Array, params: AugmentParams,
                    config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
   """Applies `params` to one sample: image `[D, H, W, C]`, label `[D, H, W]` (same shapes out).
@@ -266,7 +615,9 @@ def augment_sample(image: jax.Array, label: jax.Array, params: AugmentParams,
   Steps whose probability in `config` is 0 are not traced at all (no cost in the compiled step)
   and their fields of `params` are ignored: quarter turns when `rot90_prob` is 0, the elastic
   field when `elastic_prob` is 0, the whole resampling pass when `rotate_prob`, `scale_prob` and
-  `elastic_prob` are all 0, and the noise when `noise_prob` is 0.
+  `elastic_prob` are all 0, the noise when `noise_prob` is 0, and each of nnU-Net's steps when
+  its probability (or its per-channel probability) is 0. A channel whose draw is the identity
+  (sigma 0, factor, zoom or gamma 1) is passed on unchanged, bit for bit.
   """
   for axis in range(3):
     image = jnp.where(params.flip[axis], jnp.flip(image, axis), image)
@@ -291,6 +642,26 @@ def augment_sample(image: jax.Array, label: jax.Array, params: AugmentParams,
   if config.noise_prob > 0:
     noise = jax.random.normal(params.noise_key, image.shape, image.dtype)
     image = image + params.noise_std.astype(image.dtype) * noise
+  # nnU-Net's transforms, in its order. `jnp.where` keeps the channels not drawn exact (the
+  # formulas at the identity still round).
+  if config.blur_prob > 0 and config.blur_channel_prob > 0:
+    blurred = gaussian_blur(image, params.blur_sigma, max_sigma=config.blur_sigma_range[1])
+    image = jnp.where(jnp.any(params.blur_sigma > 0, -1), blurred, image)
+  if config.brightness_prob > 0:
+    image = image * params.brightness.astype(image.dtype)
+  if config.contrast_prob > 0:
+    contrasted = adjust_contrast(image, params.contrast,
+                                 preserve_range=config.contrast_preserve_range)
+    image = jnp.where(params.contrast != 1, contrasted, image)
+  if config.low_res_prob > 0 and config.low_res_channel_prob > 0:
+    image = jnp.where(params.low_res_zoom != 1,
+                      simulate_low_resolution(image, params.low_res_zoom), image)
+  for prob, gamma, invert in ((config.gamma_inverted_prob, params.gamma_inverted, True),
+                              (config.gamma_prob, params.gamma, False)):
+    if prob > 0:
+      adjusted = adjust_gamma(image, gamma, invert=invert,
+                              retain_stats=config.gamma_retain_stats)
+      image = jnp.where(gamma != 1, adjusted, image)
   return image, label
 
 

@@ -239,3 +239,198 @@ def test_config_handling_and_errors():
     augment.augment_batch(jax.random.key(0), image, label.astype(jnp.float32), config=ALL_OFF)
   with pytest.raises(ValueError, match=r"\[B, D, H, W\]"):
     augment.augment_batch(jax.random.key(0), image, label[0], config=ALL_OFF)
+
+
+# nnU-Net's intensity transforms and the 'nnunet' preset.
+
+
+def _volume(*channels):
+  """`[1, 1, N, C]` image whose channel c holds the values `channels[c]` along W."""
+  return jnp.asarray(np.stack(channels, -1)[None, None], jnp.float32)
+
+
+def test_gamma_matches_hand_computed_values():
+  # Channel 0: x = (1, 2, 3, 5), min 1, range 4 -> (0, 1/4, 1/2, 1)^2 = (0, 1/16, 1/4, 1)
+  # -> * 4 + 1 = (1, 1.25, 2, 5). Channel 1: (0, 1, 4, 9) -> (0, 1/9, 4/9, 1)^(1/2) * 9 =
+  # (0, 3, 6, 9).
+  image = _volume((1.0, 2.0, 3.0, 5.0), (0.0, 1.0, 4.0, 9.0))
+  gamma = jnp.array([2.0, 0.5])
+  fn = _compile(lambda x, g: (augment.adjust_gamma(x, g, retain_stats=False),
+                              augment.adjust_gamma(x, g, retain_stats=True),
+                              augment.adjust_gamma(x, g, invert=True, retain_stats=False),
+                              augment.adjust_gamma(x, jnp.ones(2), retain_stats=True),
+                              augment.adjust_gamma(x, jnp.ones(2), invert=True)), image, gamma)
+  plain, retained, inverted, gamma_one, inverted_one = fn(image, gamma)
+  np.testing.assert_allclose(plain[0, 0, :, 0], [1.0, 1.25, 2.0, 5.0], rtol=1e-6)
+  np.testing.assert_allclose(plain[0, 0, :, 1], [0.0, 3.0, 6.0, 9.0], rtol=1e-6, atol=1e-6)
+  # Retained stats: the hand-computed curve, standardised back to the input's mean and std
+  # (channel 0: mean 2.75, variance 2.1875; the curve has mean 2.3125, variance 2.54296875).
+  y = np.array([1.0, 1.25, 2.0, 5.0])
+  np.testing.assert_allclose(retained[0, 0, :, 0],
+                             (y - 2.3125) * np.sqrt(2.1875 / 2.54296875) + 2.75, rtol=1e-6)
+  for c in range(2):
+    np.testing.assert_allclose(retained[..., c].mean(), image[..., c].mean(), rtol=1e-6)
+    np.testing.assert_allclose(retained[..., c].std(), image[..., c].std(), rtol=1e-6)
+  # Inverted, channel 0: -x = (-1, -2, -3, -5), min -5, range 4 -> (1, 3/4, 1/2, 0)^2 * 4 - 5 =
+  # (-1, -2.75, -4, -5), negated back: (1, 2.75, 4, 5): gamma > 1 now brightens.
+  np.testing.assert_allclose(inverted[0, 0, :, 0], [1.0, 2.75, 4.0, 5.0], rtol=1e-6)
+  # Gamma 1 is the identity, plain and inverted (up to the rescaling's rounding).
+  np.testing.assert_allclose(gamma_one, image, atol=1e-5)
+  np.testing.assert_allclose(inverted_one, image, atol=1e-5)
+
+
+def test_contrast_keeps_the_mean_and_the_range():
+  # x = (0, 1, 2, 5), mean 2: factor 1/2 -> (1, 1.5, 2, 3.5); factor 2 -> (-2, 0, 2, 8), clipped
+  # to the former [0, 5] -> (0, 0, 2, 5).
+  image = _volume((0.0, 1.0, 2.0, 5.0), (0.0, 1.0, 2.0, 5.0))
+  factor = jnp.array([0.5, 2.0])
+  fn = _compile(lambda x, f: (augment.adjust_contrast(x, f),
+                              augment.adjust_contrast(x, f, preserve_range=False)), image, factor)
+  kept, free = fn(image, factor)
+  np.testing.assert_allclose(kept[0, 0, :, 0], [1.0, 1.5, 2.0, 3.5], rtol=1e-6)
+  np.testing.assert_allclose(kept[0, 0, :, 0].mean(), 2.0, rtol=1e-6)
+  np.testing.assert_allclose(kept[0, 0, :, 1], [0.0, 0.0, 2.0, 5.0], atol=1e-6)
+  np.testing.assert_allclose(free[0, 0, :, 1], [-2.0, 0.0, 2.0, 8.0], atol=1e-6)
+
+
+def test_blur_matches_scipy_gaussian_filter():
+  rng = np.random.default_rng(5)
+  shape = (11, 9, 11)
+  noise = rng.normal(size=shape)
+  # The delta sits more than a kernel radius (4) from the edges along the blurred axes, so no
+  # mirrored copy of it adds to the sum.
+  delta = np.zeros(shape)
+  delta[5, 4, 5] = 1.0
+  image = jnp.asarray(np.stack([noise, delta, np.full(shape, 2.5)], -1), jnp.float32)
+  # Sigma 0.6 keeps a shorter kernel (radius 2) than the static one of max_sigma (radius 4);
+  # sigma 0 leaves its axis alone (as scipy's).
+  sigma = jnp.array([[0.6, 0.8, 1.0], [1.0, 0.0, 0.5], [0.7, 0.9, 0.5]])
+  fn = _compile(lambda x, s: augment.gaussian_blur(x, s, max_sigma=1.0), image, sigma)
+  out = np.asarray(fn(image, sigma), np.float64)
+  for c, source in enumerate((noise, delta)):
+    expected = sp_ndimage.gaussian_filter(source, sigma=tuple(np.asarray(sigma[c], float)),
+                                          mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(out[..., c], expected, atol=1e-6)
+  np.testing.assert_allclose(out[..., 1].sum(), 1.0, rtol=1e-6)  # the kernel sums to 1
+  np.testing.assert_allclose(out[..., 2], 2.5, rtol=1e-6)  # a constant stays constant
+
+
+def test_low_resolution_matches_jax_image_resize():
+  rng = np.random.default_rng(6)
+  image = jnp.asarray(rng.normal(size=(10, 10, 10, 3)), jnp.float32)
+  zoom = jnp.array([0.5, 0.7, 1.0])  # 5, 7 and 10 voxels per axis at the low resolution
+  fn = _compile(augment.simulate_low_resolution, image, zoom)
+  out = fn(image, zoom)
+  for c, m in ((0, 5), (1, 7)):
+    # An independent resampler: nearest down to m voxels, linear back (half-voxel centres).
+    low = jax.image.resize(image[..., c], (m, m, m), "nearest")
+    np.testing.assert_allclose(out[..., c], jax.image.resize(low, (10, 10, 10), "linear"),
+                               atol=1e-5)
+  np.testing.assert_array_equal(out[..., 2], image[..., 2])  # zoom 1 is the identity
+  # A smooth ramp at zoom 1/2 stays within one voxel's step of itself.
+  ramp, w, _ = _ramp((10, 10, 10), w=(0.1, -0.2, 0.05), b=1.0)
+  out = fn(jnp.repeat(ramp, 3, -1), zoom)
+  error = np.abs(np.asarray(out[..., 0]) - np.asarray(ramp[..., 0]))
+  assert error.max() <= np.abs(w).sum() + 1e-5 and error.mean() < 0.5 * np.abs(w).sum()
+
+
+def test_intensity_steps_through_augment_sample_and_label_untouched():
+  # The shared compiled step (every step traced) with one intensity step drawn at a time equals
+  # the step's function; the label never changes.
+  image, _, _ = _ramp()
+  label = jnp.asarray(np.random.default_rng(7).integers(0, 3, image.shape[:3]), jnp.int32)
+  def expected_fn(x):  # each step's function on its own, compiled once
+    one = lambda v: jnp.array([v], jnp.float32)  # pylint: disable=unnecessary-lambda-assignment
+    return (augment.adjust_gamma(x, one(2.0)),
+            augment.adjust_gamma(x, one(0.8), invert=True),
+            augment.adjust_contrast(x, one(1.2)), x * 1.2,
+            augment.simulate_low_resolution(x, one(0.5)),
+            augment.gaussian_blur(x, jnp.array([[0.5, 0.7, 1.0]]), max_sigma=1.0))
+  expected = _compile(expected_fn, image)(image)
+  params = [_params(gamma=(2.0,)), _params(gamma_inverted=(0.8,)), _params(contrast=(1.2,)),
+            _params(brightness=(1.2,)), _params(low_res_zoom=(0.5,)),
+            _params(blur_sigma=((0.5, 0.7, 1.0),))]
+  cases = zip(params, expected)
+  for params, expected in cases:
+    out_image, out_label = _sample_fn()(image, label, params)
+    np.testing.assert_allclose(out_image, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out_image, image)
+    np.testing.assert_array_equal(out_label, label)
+
+
+def test_nnunet_preset_values_and_explicit_keys_win():
+  config = augment.resolve_config({"preset": "nnunet"})
+  expected = dict(
+      flip_prob=0.5, flip_axes=(0, 1, 2), rot90_prob=0.0, rotate_prob=0.2, max_rotation_deg=30.0,
+      scale_prob=0.2, scale_range=(0.7, 1.4), scale_convention="shrink", elastic_prob=0.0,
+      intensity_scale_prob=0.0, intensity_shift_prob=0.0, noise_prob=0.1, noise_std=0.1,
+      noise_std_uniform=True, blur_prob=0.2, blur_channel_prob=0.5, blur_sigma_range=(0.5, 1.0),
+      brightness_prob=0.15, brightness_range=(0.75, 1.25), contrast_prob=0.15,
+      contrast_range=(0.75, 1.25), contrast_preserve_range=True, low_res_prob=0.25,
+      low_res_channel_prob=0.5, low_res_zoom_range=(0.5, 1.0), gamma_prob=0.3,
+      gamma_inverted_prob=0.1, gamma_range=(0.7, 1.5), gamma_retain_stats=True)
+  for key, value in expected.items():
+    assert config[key] == value, key
+  # Plain defaults: nnU-Net's steps off.
+  plain = augment.resolve_config({})
+  assert plain.preset == "none" and plain.rotate_prob == 0.5 and plain.elastic_prob == 0.25
+  assert all(plain[k] == 0.0 for k in ("blur_prob", "brightness_prob", "contrast_prob",
+                                       "low_res_prob", "gamma_prob", "gamma_inverted_prob"))
+  # A key given wins, even with the plain default's value; None means "the preset's".
+  config = augment.resolve_config({"preset": "nnunet", "rotate_prob": 0.5, "elastic_prob": 0.25,
+                                   "gamma_prob": None})
+  assert (config.rotate_prob, config.elastic_prob, config.gamma_prob) == (0.5, 0.25, 0.3)
+  # The run config declares every key None, as the command line leaves them unless set.
+  from medjax.configs import default  # pylint: disable=g-import-not-at-top
+  run = default.augmentation_config()
+  run.preset = "nnunet"
+  run.scale_range = (0.8, 1.1)
+  config = augment.resolve_config({k: v for k, v in run.items() if k != "enabled"})
+  assert config.scale_range == (0.8, 1.1) and config.scale_prob == 0.2
+  assert augment.resolve_config({k: v for k, v in default.augmentation_config().items()
+                                 if k != "enabled"}) == augment.default_augmentation_config()
+
+
+def test_sampled_nnunet_parameters():
+  config = augment.resolve_config(dict(
+      preset="nnunet", noise_prob=1.0, blur_prob=1.0, blur_channel_prob=1.0, brightness_prob=1.0,
+      contrast_prob=1.0, low_res_prob=1.0, low_res_channel_prob=1.0, gamma_prob=1.0,
+      gamma_inverted_prob=1.0, scale_prob=1.0))
+  keys = jax.random.split(jax.random.key(1), 256)
+  p = _compile(jax.vmap(lambda k: augment.sample_params(k, 2, config)), keys)(keys)
+  assert np.all((p.noise_std >= 0) & (p.noise_std <= 0.1)) and np.std(p.noise_std) > 0.02
+  assert p.blur_sigma.shape == (256, 2, 3)
+  assert np.all((p.blur_sigma >= 0.5) & (p.blur_sigma <= 1.0))
+  assert np.all((p.low_res_zoom >= 0.5) & (p.low_res_zoom <= 1.0))
+  # 'shrink': the content zoom is 1 / s with s uniform in (0.7, 1.4).
+  assert np.all((p.scale >= 1 / 1.4 - 1e-6) & (p.scale <= 1 / 0.7 + 1e-6))
+  for field in (p.brightness, p.contrast):
+    assert np.all((field >= 0.75) & (field <= 1.25))
+  # BGContrast: half the exponents below 1 although (0.7, 1) is the shorter part of the range.
+  for field in (p.gamma, p.gamma_inverted):
+    assert np.all((field >= 0.7) & (field <= 1.5)) and 0.4 < np.mean(field < 1) < 0.6
+
+
+def test_nnunet_preset_batch_is_seeded_and_keeps_labels():
+  image, label = _batch(shape=(2, 8, 8, 8, 2), values=(0, 3, 7))
+  # Every step certain, so that each one runs on these two samples.
+  config = dict(preset="nnunet", rotate_prob=1.0, scale_prob=1.0, noise_prob=1.0, blur_prob=1.0,
+                brightness_prob=1.0, contrast_prob=1.0, low_res_prob=1.0, gamma_prob=1.0,
+                gamma_inverted_prob=1.0)
+  fn = _jitted(config, image, label)
+  out1, out2 = fn(jax.random.key(4), image, label), fn(jax.random.key(4), image, label)
+  np.testing.assert_array_equal(out1[0], out2[0])
+  np.testing.assert_array_equal(out1[1], out2[1])
+  assert np.isfinite(out1[0]).all() and set(np.unique(out1[1])) <= {0, 3, 7}
+  assert not np.array_equal(out1[0], fn(jax.random.key(5), image, label)[0])
+
+
+@pytest.mark.parametrize("key, value", [
+    ("preset", "nnUNetv2"), ("gamma_prob", 1.5), ("blur_channel_prob", -0.1),
+    ("blur_sigma_range", (0.0, 1.0)), ("low_res_zoom_range", (0.5, 1.5)),
+    ("gamma_range", (0.0, 1.5)), ("contrast_range", (1.25, 0.75)),
+    ("brightness_range", (-0.5, 1.0)), ("scale_convention", "smaller"),
+    ("gamma_retain_stats", "yes"), ("noise_std", -0.1)])
+def test_bad_values_name_the_key(key, value):
+  with pytest.raises(ValueError, match=key):
+    augment.resolve_config({key: value})

@@ -161,11 +161,17 @@ def loss_config() -> ml_collections.ConfigDict:
 def augmentation_config() -> ml_collections.ConfigDict:
   """`config.augmentation`: on-device augmentation, off by default.
 
-  `enabled` switches it on; the other keys are `medjax.augment.default_augmentation_config()`'s
-  (their docstring gives each one's meaning).
+  `enabled` switches it on; `preset` ('none' or 'nnunet') picks the values of the keys left
+  None. The other keys are `medjax.augment.default_augmentation_config()`'s (its docstring gives
+  each one's meaning and plain default), all None here: None = the preset's value, so any key
+  the experiment or the command line sets wins over the preset (`augment.resolve_config`).
   """
-  a = augment.default_augmentation_config()
+  a = ml_collections.ConfigDict()
   a.enabled = False
+  a.preset = "none"  # 'none' (medjax's defaults) or 'nnunet' (nnU-Net v2's augmentation)
+  for key, value in augment.default_augmentation_config().items():
+    if key != "preset":
+      a[key] = _optional(type(value))
   return a
 
 
