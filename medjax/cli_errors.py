@@ -34,3 +34,17 @@ def no_positional_arguments(argv: list[str]) -> None:
   """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+
+
+def int_list(values: list[str] | None, flag: str, expected: str) -> list[int] | None:
+  """A comma-separated flag's words as integers (None stays None).
+
+  Raises:
+    ValueError: `--{flag} '<words>': expected {expected}.` for a word that is not an integer.
+  """
+  if values is None:
+    return None
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"--{flag} {','.join(values)!r}: expected {expected}.") from None

@@ -46,15 +46,6 @@ _COMPILE_CACHE = flags.DEFINE_string(
     "$MEDJAX_COMPILE_CACHE_DIR or ~/.cache/medjax/jax_cache); 'off' to disable.")
 
 
-def _folds(values: list[str] | None) -> list[int] | None:
-  if values is None:
-    return None
-  try:
-    return [int(v) for v in values]
-  except ValueError:
-    raise ValueError(f"--folds {','.join(values)!r}: expected fold numbers, e.g. 0,1.") from None
-
-
 def main(argv: list[str]) -> None:
   cli_errors.no_positional_arguments(argv)
   if not flags.FLAGS["verbosity"].present:
@@ -65,7 +56,7 @@ def main(argv: list[str]) -> None:
   root = _WORKDIR.value or os.path.join("workdirs", f"{config_name}-crossval")
   try:
     with cli_errors.exit_on_error("medjax.crossval", (ValueError, OSError, FloatingPointError)):
-      crossval.run(_CONFIG.value, root, folds=_folds(_FOLDS.value), which=_WHICH.value,
+      crossval.run(_CONFIG.value, root, folds=cli_errors.int_list(_FOLDS.value, "folds", "fold numbers, e.g. 0,1"), which=_WHICH.value,
                    tta=_TTA.value, log=lambda line: print(line, flush=True))
   except KeyboardInterrupt as e:
     print(str(e) or "Interrupted.", file=sys.stderr)

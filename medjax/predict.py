@@ -117,17 +117,9 @@ def main(argv: list[str]) -> None:
                    png=FLAGS.png, overlap=FLAGS.overlap, mode=FLAGS.mode,
                    sw_batch_size=FLAGS.sw_batch_size, tta=FLAGS.tta, images=FLAGS.images,
                    uncertainty=FLAGS.uncertainty, postprocessing=FLAGS.postprocessing,
-                   keep_largest_component=_class_ids(FLAGS.keep_largest_component))
-
-
-def _class_ids(values: list[str] | None) -> list[int] | None:
-  if values is None:
-    return None
-  try:
-    return [int(v) for v in values]
-  except ValueError:
-    raise ValueError(f"--keep_largest_component {','.join(values)!r}: expected class ids, "
-                     "e.g. 1,2.") from None
+                   keep_largest_component=cli_errors.int_list(
+                       FLAGS.keep_largest_component, "keep_largest_component",
+                       "class ids, e.g. 1,2"))
 
 
 if __name__ == "__main__":
