@@ -1,0 +1,148 @@
+r"""Training recipes side by side: held-out Dice per class for each recipe and step budget.
+
+  python benchmarks/recipe.py                                  # 600 and 3000 steps, 3 recipes
+  python benchmarks/recipe.py --steps=600 --recipes=quickstart,nnunet --json=/tmp/recipe.json
+
+Each (recipe, budget) pair is one `python -m medjax.train --config experiments/quickstart.py`
+run on the built-in brains (10 subjects, 144x192x256, subject 1 held out), with the recipe's
+`--config.key=value` overrides and `--config.num_train_steps=N`; it is evaluated once, at the
+end, on the held-out subject with the quickstart's sliding window. The runs are the real
+command line, one process each, in `--root/runs/<recipe>-<steps>`; a run whose workdir already
+holds its final evaluation is read back instead of retrained, so an interrupted benchmark
+continues where it stopped (delete the folder to measure again).
+
+Recipes (RECIPES below):
+- `quickstart`: the quickstart as it is (soft Dice without background, Adam 3e-3, constant
+  learning rate, crops holding > 10 % foreground, no augmentation).
+- `nnunet`: nnU-Net v2's recipe: Dice + cross-entropy, deep supervision, SGD with Nesterov
+  momentum 0.99 at 1e-2, weight decay 3e-5, poly learning-rate decay, a third of the crops
+  centred on foreground, nnU-Net's augmentation (`augmentation.preset=nnunet`).
+- `nnunet_adam`: the same with the quickstart's optimiser (Adam 3e-3, no weight decay), for
+  budgets too short for SGD at momentum 0.99.
+- `nnunet_noaug`: `nnunet_adam` without augmentation (what augmentation costs or gives here).
+Crop, batch and network (32^3, batch 2, base 8) are the quickstart's in every recipe, so each
+budget costs about the same time per step whichever recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from medjax.training import curves
+
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+_QUICKSTART = _REPO / "experiments" / "quickstart.py"
+
+_NNUNET = {
+    "loss.name": "dice_ce",
+    "model.deep_supervision": True,
+    "optimizer": "sgd",
+    "learning_rate": 1e-2,
+    "momentum": 0.99,
+    "nesterov": True,
+    "weight_decay": 3e-5,
+    "lr_schedule": "poly",
+    "dataset.foreground_oversampling": 0.33,
+    "augmentation.enabled": True,
+    "augmentation.preset": "nnunet",
+}
+_ADAM = {"optimizer": "adam", "learning_rate": 3e-3, "weight_decay": 0.0, "nesterov": False}
+
+RECIPES: dict[str, dict[str, object]] = {
+    "quickstart": {},
+    "nnunet": _NNUNET,
+    "nnunet_adam": {**_NNUNET, **_ADAM},
+    "nnunet_noaug": {**_NNUNET, **_ADAM, "augmentation.enabled": False},
+}
+
+_RECIPES = flags.DEFINE_list("recipes", ["quickstart", "nnunet", "nnunet_adam"],
+                             f"Recipes to run, of {sorted(RECIPES)}.")
+_STEPS = flags.DEFINE_list("steps", ["600", "3000"], "Training budgets (steps).")
+_ROOT = flags.DEFINE_string("root", "/tmp/medjax_recipe",
+                            "Built-in data, its TFDS build and the runs' workdirs go here.")
+_SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+
+_CLASSES = ("CSF", "GM", "WM")
+
+
+def overrides(recipe: str, steps: int, root: pathlib.Path) -> list[str]:
+  """The `--config.key=value` flags of one run."""
+  values = {
+      **RECIPES[recipe],
+      "num_train_steps": steps,
+      "eval_every_steps": steps,  # one evaluation, at the end
+      "checkpoint_every_steps": max(steps // 5, 100),
+      "seed": _SEED.value,
+      "dataset.data_dir": str(root / "tensorflow_datasets"),
+      "dataset.manual_dir": str(root / "iseg2017-builtin"),
+  }
+  return [f"--config.{key}={value}" for key, value in values.items()]
+
+
+def final_eval(workdir: pathlib.Path, steps: int) -> dict[str, float] | None:
+  """The run's evaluation at its last step, if it finished."""
+  for record in curves.read_log(str(workdir / curves.METRICS_FILE)):
+    if record["split"] == "val" and record["step"] == steps:
+      return record
+  return None
+
+
+def run(recipe: str, steps: int, root: pathlib.Path) -> dict[str, object]:
+  workdir = root / "runs" / f"{recipe}-{steps}"
+  seconds = None
+  record = final_eval(workdir, steps)
+  if record is None:
+    cmd = [sys.executable, "-m", "medjax.train", f"--config={_QUICKSTART}",
+           f"--workdir={workdir}", *overrides(recipe, steps, root)]
+    print(" ".join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(root / f"{recipe}-{steps}.log", "w") as log:
+      subprocess.run(cmd, check=True, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT,
+                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seconds = time.perf_counter() - start
+    record = final_eval(workdir, steps)
+    if record is None:
+      raise RuntimeError(f"{workdir}: no evaluation at step {steps} in {curves.METRICS_FILE}")
+  dice = {name: record[f"dice_{name}"] for name in _CLASSES}
+  return {"recipe": recipe, "steps": steps, "dice": dice, "dice_mean": record["dice_mean"],
+          "seconds": seconds}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  unknown = sorted(set(_RECIPES.value) - set(RECIPES))
+  if unknown:
+    raise app.UsageError(f"--recipes: unknown {unknown}; known: {sorted(RECIPES)}")
+  root = pathlib.Path(_ROOT.value)
+  (root / "runs").mkdir(parents=True, exist_ok=True)
+  results = []
+  for steps in (int(s) for s in _STEPS.value):
+    for recipe in _RECIPES.value:
+      results.append(run(recipe, steps, root))
+      r = results[-1]
+      print(f"{recipe} {steps}: " + " ".join(f"{k} {v:.4f}" for k, v in r["dice"].items())
+            + f" mean {r['dice_mean']:.4f}", flush=True)
+
+  print(f"\nHeld-out subject 1, Dice per class (base 8, 32^3 crops, batch 2, seed {_SEED.value}):")
+  print(f"{'steps':>6} {'recipe':<14}" + "".join(f"{c:>8}" for c in (*_CLASSES, "mean"))
+        + f"{'time':>9}")
+  for r in results:
+    time_s = "" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
+    print(f"{r['steps']:>6} {r['recipe']:<14}"
+          + "".join(f"{r['dice'][c]:>8.4f}" for c in _CLASSES)
+          + f"{r['dice_mean']:>8.4f}{time_s:>9}")
+  if _JSON.value:
+    pathlib.Path(_JSON.value).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
