@@ -1,7 +1,7 @@
 r"""Training recipes side by side: held-out Dice per class for each recipe and step budget.
 
   python benchmarks/recipe.py                                  # 600 and 3000 steps, 3 recipes
-  python benchmarks/recipe.py --steps=600 --recipes=quickstart,nnunet --json=/tmp/recipe.json
+  python benchmarks/recipe.py --steps=600 --recipes=plain,nnunet --json=/tmp/recipe.json
 
 Each (recipe, budget) pair is one `python -m medjax.train --config experiments/quickstart.py`
 run on the built-in brains (10 subjects, 144x192x256, subject 1 held out), with the recipe's
@@ -11,14 +11,13 @@ command line, one process each, in `--root/runs/<recipe>-<steps>`; a run whose w
 holds its final evaluation is read back instead of retrained, so an interrupted benchmark
 continues where it stopped (delete the folder to measure again).
 
-Recipes (RECIPES below):
-- `quickstart`: the quickstart as it is (soft Dice without background, Adam 3e-3, constant
-  learning rate, crops holding > 10 % foreground, no augmentation).
-- `nnunet`: nnU-Net v2's recipe: Dice + cross-entropy, deep supervision, SGD with Nesterov
-  momentum 0.99 at 1e-2, weight decay 3e-5, poly learning-rate decay, a third of the crops
-  centred on foreground, nnU-Net's augmentation (`augmentation.preset=nnunet`).
-- `nnunet_adam`: the same with the quickstart's optimiser (Adam 3e-3, no weight decay), for
-  budgets too short for SGD at momentum 0.99.
+Recipes (RECIPES below; the nnU-Net ones are `medjax.configs.recipes`'):
+- `plain`: the quickstart's recipe before issue 14 (soft Dice over all classes, Adam 3e-3,
+  constant learning rate, crops holding > 10 % foreground, no augmentation).
+- `nnunet`: nnU-Net v2's recipe (`recipes.NNUNET`): Dice over the foreground + cross-entropy,
+  deep supervision, SGD with Nesterov momentum 0.99 at 1e-2, weight decay 3e-5, poly
+  learning-rate decay, a third of the crops centred on foreground, nnU-Net's augmentation.
+- `nnunet_adam`: the same with Adam 3e-3 and no weight decay (`recipes.NNUNET_ADAM`).
 - `nnunet_noaug`: `nnunet_adam` without augmentation (what augmentation costs or gives here).
 Crop, batch and network (32^3, batch 2, base 8) are the quickstart's in every recipe, so each
 budget costs about the same time per step whichever recipe.
@@ -32,38 +31,37 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Mapping
 
 from absl import app
 from absl import flags
 
+from medjax.configs import recipes
 from medjax.training import curves
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 _QUICKSTART = _REPO / "experiments" / "quickstart.py"
 
-_NNUNET = {
-    "loss.name": "dice_ce",
-    "model.deep_supervision": True,
-    "optimizer": "sgd",
-    "learning_rate": 1e-2,
-    "momentum": 0.99,
-    "nesterov": True,
-    "weight_decay": 3e-5,
-    "lr_schedule": "poly",
-    "dataset.foreground_oversampling": 0.33,
-    "augmentation.enabled": True,
-    "augmentation.preset": "nnunet",
-}
-_ADAM = {"optimizer": "adam", "learning_rate": 3e-3, "weight_decay": 0.0, "nesterov": False}
-
-RECIPES: dict[str, dict[str, object]] = {
-    "quickstart": {},
-    "nnunet": _NNUNET,
-    "nnunet_adam": {**_NNUNET, **_ADAM},
-    "nnunet_noaug": {**_NNUNET, **_ADAM, "augmentation.enabled": False},
+# The quickstart's recipe before issue 14, spelt out so that it stays the baseline.
+_PLAIN = {
+    "loss.name": "dice",
+    "model.deep_supervision": False,
+    "optimizer": "adam",
+    "learning_rate": 3e-3,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "dataset.foreground_oversampling": 0.0,
+    "augmentation.enabled": False,
 }
 
-_RECIPES = flags.DEFINE_list("recipes", ["quickstart", "nnunet", "nnunet_adam"],
+RECIPES: dict[str, Mapping[str, object]] = {
+    "plain": _PLAIN,
+    "nnunet": recipes.NNUNET,
+    "nnunet_adam": recipes.NNUNET_ADAM,
+    "nnunet_noaug": {**recipes.NNUNET_ADAM, "augmentation.enabled": False},
+}
+
+_RECIPES = flags.DEFINE_list("recipes", ["plain", "nnunet", "nnunet_adam"],
                              f"Recipes to run, of {sorted(RECIPES)}.")
 _STEPS = flags.DEFINE_list("steps", ["600", "3000"], "Training budgets (steps).")
 _ROOT = flags.DEFINE_string("root", "/tmp/medjax_recipe",
@@ -76,8 +74,7 @@ _CLASSES = ("CSF", "GM", "WM")
 
 def overrides(recipe: str, steps: int, root: pathlib.Path) -> list[str]:
   """The `--config.key=value` flags of one run."""
-  values = {
-      **RECIPES[recipe],
+  run_values = {
       "num_train_steps": steps,
       "eval_every_steps": steps,  # one evaluation, at the end
       "checkpoint_every_steps": max(steps // 5, 100),
@@ -85,7 +82,7 @@ def overrides(recipe: str, steps: int, root: pathlib.Path) -> list[str]:
       "dataset.data_dir": str(root / "tensorflow_datasets"),
       "dataset.manual_dir": str(root / "iseg2017-builtin"),
   }
-  return [f"--config.{key}={value}" for key, value in values.items()]
+  return recipes.as_flags(RECIPES[recipe]) + recipes.as_flags(run_values)
 
 
 def final_eval(workdir: pathlib.Path, steps: int) -> dict[str, float] | None:

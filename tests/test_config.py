@@ -25,6 +25,7 @@ from medjax import optim
 from medjax import models
 from medjax.configs import cli
 from medjax.configs import default
+from medjax.configs import recipes
 from medjax.data import datasets
 from medjax.data import layouts
 from medjax.data import normalize
@@ -273,3 +274,20 @@ def test_each_normalization_prepares_a_scan(mode):
   prep = preprocessing.fit(config.dataset, names, cases)
   out = prep.prepare(image, affine).image
   assert out.shape == image.shape and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("name", ["NNUNET", "NNUNET_ADAM"])
+def test_recipe_applied_equals_its_command_line_flags(name):
+  """A recipe set in Python (experiments) and passed as flags (benchmarks/recipe.py) agree."""
+  recipe = getattr(recipes, name)
+  applied = recipes.apply(default.get_config(), recipe)
+  parsed = _parse(REPO / "medjax" / "configs" / "default.py", recipes.as_flags(recipe))
+  assert applied.to_dict() == parsed.to_dict()
+  assert applied.loss.name == "dice_ce" and applied.model.deep_supervision is True
+  assert applied.dataset.foreground_oversampling == 0.33
+  assert applied.lr_schedule == "poly" and applied.augmentation.preset == "nnunet"
+
+
+def test_recipe_with_an_undeclared_key_is_refused():
+  with pytest.raises(KeyError, match="loss.nmae"):
+    recipes.apply(default.get_config(), {"loss.nmae": "dice"})
