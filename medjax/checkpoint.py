@@ -6,9 +6,13 @@ A training workdir holds:
   tensorboard/     TensorBoard event files
 
 Orbax writes each step into a temporary folder and renames it when complete, so a process killed
-mid-write never leaves a checkpoint that a restore would pick.
+mid-write never leaves a checkpoint that a restore would pick. Once a step is committed, medjax
+adds the size and SHA-256 of its files (`checkpoint_integrity`), so that a checkpoint damaged
+later (a disk error, a partial copy) is recognised as damaged: a resumed run sets it aside and
+continues from the newest intact one (`resume`), and a restore for prediction says so.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -20,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from medjax import checkpoint_integrity as integrity
 from medjax import io
 from medjax import models
 from medjax.configs import default
@@ -124,10 +129,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: train_state_lib.Train
          metrics: dict[str, float] | None = None, force: bool = False) -> bool:
   """Saves `state` at `step` (asynchronously); `metrics` rank it for the best-checkpoint policy.
 
+  The previous (asynchronous) save is waited for first, as orbax does anyway, and its
+  checksums are written.
+
   Raises:
     OSError: writing this or the previous (asynchronous) checkpoint failed; the message names
       the folder, the reason and the complete checkpoints left on disk.
   """
+  wait_until_finished(manager)
   try:
     return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                         metrics=metrics, force=force)
@@ -136,11 +145,27 @@ def save(manager: ocp.CheckpointManager, step: int, state: train_state_lib.Train
 
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:
-  """Waits for the asynchronous save in flight; a failed write raises like `save`."""
+  """Waits for the asynchronous save in flight, then writes the checksums of committed steps.
+
+  A failed write raises like `save`. Only the first process writes checksums (the folder is
+  shared by all hosts, like the checkpoint).
+  """
   try:
     manager.wait_until_finished()
+    if jax.process_index() == 0:
+      _write_missing_checksums(manager.directory)
   except OSError as e:
     raise _write_error(manager, e) from e
+
+
+def _write_missing_checksums(directory: os.PathLike) -> None:
+  for step in complete_steps(directory):
+    step_dir = os.path.join(os.fspath(directory), str(step))
+    if not integrity.has_checksums(step_dir):
+      try:
+        integrity.write_checksums(step_dir)
+      except FileNotFoundError:  # removed meanwhile by the preservation policy
+        pass
 
 
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -149,18 +174,33 @@ def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any,
-            sharding: jax.sharding.Sharding) -> Any:
-  """Restores step `step` into the structure of `target` (arrays or abstract arrays)."""
+            sharding: jax.sharding.Sharding, *, check: bool = True) -> Any:
+  """Restores step `step` into the structure of `target` (arrays or abstract arrays).
+
+  Raises:
+    ValueError: the checkpoint is damaged (its files disagree with the checksums written after
+      it was committed; `check=False` skips this check) or cannot be restored into `target`.
+  """
   directory = os.path.join(os.fspath(manager.directory), str(step))
+  others = [s for s in complete_steps(manager.directory) if s != step]
+  if check:
+    verdict = integrity.verify(directory)
+    if verdict.status == "damaged":
+      raise ValueError(
+          f"Checkpoint {directory} is damaged: {verdict.reason}. Other complete checkpoints: "
+          f"steps {others}; choose one (predict --which STEP), or rerun the training command in "
+          "the workdir, which sets the damaged checkpoint aside and resumes from the newest "
+          "intact one.")
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(target, sharding))))
   except Exception as e:  # orbax raises many types for unreadable or mismatched checkpoints
     # The first line is the reason; tensorstore appends its whole spec after it.
     reason = str(e).strip().split("\n")[0][:500]
-    earlier = [s for s in complete_steps(manager.directory) if s < step]
+    earlier = [s for s in others if s < step]
     hint = (f" If this checkpoint is damaged, earlier complete ones are steps {earlier}: "
-            f"to fall back to step {earlier[-1]}, delete {directory}." if earlier else "")
+            f"to fall back to step {earlier[-1]}, delete {directory}."
+            if earlier and not integrity.has_checksums(directory) else "")
     raise ValueError(
         f"Could not restore checkpoint {directory}: {type(e).__name__}: {reason} Expected a "
         "complete medjax checkpoint written with the same model and optimiser config (a "
@@ -169,6 +209,45 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any,
   # Orbax gives optax's NamedTuple states back as plain tuples: put the leaves back into the
   # target's exact structure, so jitted steps see the same pytree and need no new compile.
   return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
+
+
+@dataclasses.dataclass(frozen=True)
+class SetAside:
+  """A damaged checkpoint that `resume` moved out of `checkpoints/`."""
+  directory: str  # where it was
+  reason: str  # which file disagrees with its checksums, and how
+  moved_to: str  # where it is now (on the first process; the others name the same place)
+
+
+def resume(workdir: str, target: Any, sharding: jax.sharding.Sharding, *, keep: int
+           ) -> tuple[ocp.CheckpointManager, Any | None, list[SetAside]]:
+  """Opens the workdir's checkpoints and restores the newest intact one into `target`'s form.
+
+  Damaged checkpoints (files that disagree with their checksums) newer than it are moved to
+  `<workdir>/damaged_checkpoints/` first. Returns `(manager, state, set_aside)`: `state` is
+  None when no checkpoint is left to resume from.
+  """
+  manager = create_manager(workdir, keep=keep)
+  set_aside: list[SetAside] = []
+  while (step := manager.latest_step()) is not None:
+    directory = os.path.join(os.fspath(manager.directory), str(step))
+    verdict = integrity.verify(directory)
+    if verdict.status != "damaged":
+      try:
+        return manager, restore(manager, step, target, sharding, check=False), set_aside
+      except ValueError:
+        manager.close()  # no orbax threads left running while the error unwinds
+        raise
+    moved_to = os.path.join(workdir, integrity.DAMAGED_DIRNAME, str(step))
+    if jax.process_index() == 0:
+      moved_to = integrity.set_aside(directory, workdir)
+    if jax.process_count() > 1:  # every host sees the folder gone before it looks again
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"medjax set aside checkpoint {step}")
+    set_aside.append(SetAside(directory, verdict.reason, moved_to))
+    manager.close()  # its list of steps still holds the one moved away
+    manager = create_manager(workdir, keep=keep)
+  return manager, None, set_aside
 
 
 def select_step(manager: ocp.CheckpointManager, which: str) -> int:
@@ -212,7 +291,17 @@ def restore_model(path: str, *, which: str = "best"
   Returns:
     `(model, variables, config)`: `model.apply(variables, x, train=False)` maps an NDHWC input
     `[B, D, H, W, C]` to logits `[B, d, h, w, num_classes]`; `config` is the training config.
+
+  Raises:
+    ValueError: the chosen checkpoint is damaged or does not fit the saved config.
   """
+  model, variables, config, _ = restore_model_and_step(path, which=which)
+  return model, variables, config
+
+
+def restore_model_and_step(path: str, *, which: str = "best"
+                           ) -> tuple[nn.Module, dict[str, Any], ml_collections.ConfigDict, str]:
+  """`restore_model`, and the folder of the checkpoint it restored (`.../checkpoints/<step>`)."""
   workdir = resolve_workdir(path)
   config = load_config(workdir)
   model = models.create_model(config)
@@ -222,8 +311,11 @@ def restore_model(path: str, *, which: str = "best"
   abstract_state = jax.eval_shape(
       lambda: train_state_lib.create_train_state(config, model, jax.random.key(0)))
   manager = create_manager(workdir, read_only=True)
-  step = select_step(manager, which)
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  state = restore(manager, step, abstract_state, sharding)
-  manager.close()
-  return model, train_state_lib.model_variables(state), config
+  try:
+    step = select_step(manager, which)
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    state = restore(manager, step, abstract_state, sharding)
+  finally:
+    manager.close()
+  return (model, train_state_lib.model_variables(state), config,
+          os.path.join(ckpt_dir, str(step)))

@@ -83,6 +83,7 @@ import numpy as np
 import pytest
 
 from medjax import checkpoint
+from medjax import checkpoint_integrity
 from medjax import inference
 from medjax import input_pipeline
 from medjax import io
@@ -295,7 +296,8 @@ def reference(iseg_raw_dir, iseg_data_dir, tmp_path_factory):
   proc = _run(_train_cmd(workdir, iseg_data_dir, iseg_raw_dir), cache)
   assert proc.returncode == 0, _tail(proc)
   assert _complete_steps(workdir)[-1] == NUM_STEPS
-  return {"workdir": workdir, "cache": cache, "root": root}
+  return {"workdir": workdir, "cache": cache, "root": root, "data_dir": iseg_data_dir,
+          "raw_dir": iseg_raw_dir}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +510,16 @@ def test_corrupt_and_missing_checkpoints(reference, tmp_path):
   latest = workdir / "checkpoints" / str(steps[-1])
   for data in (latest / "state").rglob("d/*"):  # truncate every array chunk file
     data.write_bytes(data.read_bytes()[:16])
+  # Its checksums (written once orbax committed it) tell the damage from a changed config.
+  with pytest.raises(ValueError) as e:
+    _variables(workdir)
+  message = str(e.value)
+  assert f"Checkpoint {latest} is damaged: state/" in message, message
+  assert "has 16 bytes" in message and f"Other complete checkpoints: steps {steps[:-1]};" in message
+  assert "predict --which STEP" in message and "sets the damaged checkpoint aside" in message
+  # Without them (a checkpoint of an older medjax): the restore is tried, and its error says
+  # what to do.
+  (latest / checkpoint_integrity.CHECKSUMS_FILENAME).unlink()
   with pytest.raises(ValueError) as e:
     _variables(workdir)
   message = str(e.value)
@@ -529,6 +541,57 @@ def test_corrupt_and_missing_checkpoints(reference, tmp_path):
     checkpoint.restore_model(str(workdir))
   with pytest.raises(FileNotFoundError, match="expected a medjax training workdir"):
     checkpoint.restore_model(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(reference, tmp_path):
+  """Issue 16: truncated files in the latest committed checkpoint (a disk error, a partial
+  copy), then the same training command: a warning naming it and where it went, a resume from
+  the newest intact checkpoint, and the uninterrupted run's parameters at the end."""
+  workdir = tmp_path / "w"
+  shutil.copytree(reference["workdir"], workdir)
+  steps = _complete_steps(workdir)
+  latest = workdir / "checkpoints" / str(steps[-1])
+  chunks = sorted((latest / "state").rglob("d/*"))
+  chunks[0].write_bytes(chunks[0].read_bytes()[:-1])  # one byte short is enough
+  proc = _run(_train_cmd(workdir, reference["data_dir"], reference["raw_dir"]), reference["cache"])
+  assert proc.returncode == 0, _tail(proc)
+  moved = workdir / checkpoint_integrity.DAMAGED_DIRNAME / str(steps[-1])
+  assert (f"Warning: checkpoint {latest} is damaged (state/" in proc.stderr
+          and f"were written); moved it to {moved}." in proc.stderr), _tail(proc)
+  assert f"at step {steps[-2]} (the newest intact checkpoint)." in proc.stdout, _tail(proc)
+  assert "Traceback" not in proc.stderr, _tail(proc)
+  assert moved.is_dir() and _complete_steps(workdir)[-1] == NUM_STEPS
+  _assert_trees_equal(_variables(workdir), _variables(reference["workdir"]))
+  # The rewritten step is checksummed again and intact.
+  assert checkpoint_integrity.verify(str(latest)).status == "intact"
+
+
+def test_checksums_tell_each_kind_of_damage(tmp_path):
+  step = tmp_path / "7"
+  (step / "state" / "d").mkdir(parents=True)
+  (step / "state" / "d" / "chunk").write_bytes(b"0123456789")
+  (step / "_CHECKPOINT_METADATA").write_text("{}")
+  assert checkpoint_integrity.verify(str(step)).status == "unverified"
+  checkpoint_integrity.write_checksums(str(step))
+  assert checkpoint_integrity.verify(str(step)) == checkpoint_integrity.Verdict("intact")
+  (step / "extra").write_text("added later")  # files orbax did not write are not judged
+  assert checkpoint_integrity.verify(str(step)).status == "intact"
+  chunk = step / "state" / "d" / "chunk"
+  chunk.write_bytes(b"0123456788")  # same size, one byte changed
+  assert checkpoint_integrity.verify(str(step)) == checkpoint_integrity.Verdict(
+      "damaged", "state/d/chunk differs from what was written (SHA-256)")
+  chunk.write_bytes(b"01234")
+  assert checkpoint_integrity.verify(str(step)).reason == (
+      "state/d/chunk has 5 bytes, 10 were written")
+  chunk.unlink()
+  assert checkpoint_integrity.verify(str(step)).reason == "state/d/chunk is missing"
+  (step / checkpoint_integrity.CHECKSUMS_FILENAME).write_text("{not json")
+  assert checkpoint_integrity.verify(str(step)).status == "damaged"
+  first = checkpoint_integrity.set_aside(str(step), str(tmp_path))
+  assert first == str(tmp_path / "damaged_checkpoints" / "7") and not step.exists()
+  step.mkdir()
+  assert checkpoint_integrity.set_aside(str(step), str(tmp_path)).endswith("damaged_checkpoints/7.1")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ class _Member:
   def load(cls, workdir: str, which: str) -> "_Member":
     path = checkpoint.resolve_workdir(workdir)
     preprocessing = segment_lib.preprocessing_of(path, checkpoint.load_config(path))
-    model, variables, config = checkpoint.restore_model(path, which=which)
+    model, variables, config, restored = checkpoint.restore_model_and_step(path, which=which)
+    print(f"Model: checkpoint {restored} (--which {which}).", flush=True)
     return cls(workdir, model, variables, config, preprocessing)
 
 

@@ -9,6 +9,7 @@ so what a checkpoint holds and what TensorBoard shows agree after a kill.
 
 import dataclasses
 import itertools
+import sys
 from typing import Any, Iterator
 
 import jax
@@ -157,12 +158,21 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   model = models.create_model(config)
   init_rng, train_rng = step_lib.init_and_train_keys(config.seed)
   state = step_lib.init_state(config, model, init_rng, mesh)
-  manager = checkpoint.create_manager(workdir, keep=config.keep_checkpoints)
-  if manager.latest_step() is not None:
-    state = checkpoint.restore(manager, manager.latest_step(), state, mesh_lib.replicated(mesh))
+  manager, restored, set_aside = checkpoint.resume(
+      workdir, state, mesh_lib.replicated(mesh), keep=config.keep_checkpoints)
+  for damaged in set_aside:
+    if is_chief:  # on stderr like absl's warnings, without their prefix
+      print(f"Warning: checkpoint {damaged.directory} is damaged ({damaged.reason}); moved it "
+            f"to {damaged.moved_to}.", file=sys.stderr, flush=True)
+  if restored is not None:
+    state = restored
     logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
     if is_chief:
-      print(f"Resumed from {manager.directory} at step {int(state.step)}.", flush=True)
+      print(f"Resumed from {manager.directory} at step {int(state.step)}"
+            + (" (the newest intact checkpoint)." if set_aside else "."), flush=True)
+  elif set_aside and is_chief:
+    print("Warning: no intact checkpoint is left; training starts again from step 0.",
+          file=sys.stderr, flush=True)
   train_iter = input_pipeline.create_train_iterator(
       config, start_step=int(state.step), preprocessing=preprocessing)
   # Data errors (e.g. a crop larger than a subject) surface with the first batch.
