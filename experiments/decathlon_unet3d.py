@@ -16,14 +16,20 @@ default config's (medjax/configs/default.py); override any key, e.g.
 No download: `--config.dataset.builtin_data.enabled=True` with a manual_dir that does not exist
 yet writes built-in brains there first (`builtin_data.layout`, `.spacing`, `.axcodes`,
 `.num_channels`).
+
+`experiments/decathlon_unet3d.py:nnunet` trains with nnU-Net v2's recipe (medjax/configs/recipes.py:
+Dice + CE, deep supervision, SGD Nesterov 0.99 with poly decay, foreground oversampling,
+nnU-Net's augmentation); `:nnunet_adam` the same with Adam; add `--config.plan.enabled=True` for
+nnU-Net's patch and batch planning.
 """
 
 import ml_collections
 
 from medjax.configs import default
+from medjax.configs import recipes
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(recipe: str = "") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.dataset.name = "segmentation3d"
   config.dataset.builder_config = ""  # a config named after the dataset in manual_dir
@@ -36,4 +42,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.normalization = "auto"
   config.dataset.threshold_rule = "crop_fraction"
   config.dataset.threshold = 0.0
-  return config
+  return recipes.apply_named(config, recipe)

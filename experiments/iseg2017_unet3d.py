@@ -14,14 +14,19 @@ First build the dataset from your iSeg-2017 download (see README, "Real data"), 
 
 Override any key of medjax/configs/default.py from the command line, e.g.
 `--config.batch_size=4 --config.model.base_features=16`.
+
+`experiments/iseg2017_unet3d.py:nnunet` trains it with nnU-Net v2's recipe instead
+(medjax/configs/recipes.py: Dice + CE, deep supervision, SGD Nesterov 0.99 with poly decay,
+foreground oversampling, nnU-Net's augmentation); `:nnunet_adam` the same with Adam.
 """
 
 import ml_collections
 
 from medjax.configs import default
+from medjax.configs import recipes
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(recipe: str = "") -> ml_collections.ConfigDict:
   config = default.get_config()  # the seed experiment's values, every key declared
   config.dataset.name = "iseg2017"
   config.dataset.builder_config = "full"
@@ -29,4 +34,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.num_classes = 4  # background, CSF, GM, WM
   config.model.name = "UNET3D"
   config.loss.name = "dice"
-  return config
+  return recipes.apply_named(config, recipe)

@@ -291,3 +291,20 @@ def test_recipe_applied_equals_its_command_line_flags(name):
 def test_recipe_with_an_undeclared_key_is_refused():
   with pytest.raises(KeyError, match="loss.nmae"):
     recipes.apply(default.get_config(), {"loss.nmae": "dice"})
+
+
+@pytest.mark.parametrize("name", ["iseg2017_unet3d.py", "decathlon_unet3d.py"])
+def test_experiment_takes_a_recipe_after_its_path(name):
+  path = REPO / "experiments" / name
+  plain = cli.load_config_file(str(path))
+  nnunet = _parse(f"{path}:nnunet", ["--config.batch_size=4"])
+  assert nnunet.to_dict() == recipes.apply(plain, recipes.NNUNET).to_dict() | {"batch_size": 4}
+  assert nnunet.dataset.name == plain.dataset.name  # the experiment's data, the recipe's training
+
+
+def test_unknown_recipe_is_one_clear_error():
+  result = _run_train("--config", "experiments/iseg2017_unet3d.py:nnunx")
+  assert result.returncode == 2
+  assert ("--config=experiments/iseg2017_unet3d.py:nnunx: Unknown recipe 'nnunx'"
+          in result.stderr), result.stderr
+  assert "Traceback" not in result.stderr

@@ -124,12 +124,17 @@ def parse_flags(argv: Sequence[str], *, prog: str, flag_name: str = "config") ->
   overrides = [a[len(flag_name) + 3:].split("=", 1)[0] for a in argv
                if a.startswith(f"--{flag_name}.")] + none_keys
   config_path = _config_path(argv, flag_name)
-  if overrides and config_path is not None:
-    # Check the keys before config_flags applies them: its own error is a traceback.
+  if config_path is not None:
+    # Load the file and check the keys before config_flags applies them: its own errors are
+    # tracebacks.
     try:
       config = load_config_file(os.path.expanduser(config_path))
     except FileNotFoundError:
       config = None  # config_flags reports the missing file itself
+    except ValueError as e:  # get_config's own check, e.g. an unknown recipe after ':'
+      _fail(prog, f"--{flag_name}={config_path}: {e}")
+    except Exception:  # pylint: disable=broad-except
+      config = None  # a broken file: config_flags reports it with its traceback, as before
     if config is not None:
       for path in overrides:
         if missing_key(config, path) is not None:

@@ -2,7 +2,10 @@ r"""Training recipes: named sets of config values that go together, applied on t
 
 A recipe is a flat mapping of dotted config keys to values, the same keys as the command line's
 `--config.<key>=<value>`, so an experiment applies one with `apply(config, NNUNET)` and
-`benchmarks/recipe.py` passes the same values as flags to the real command line.
+`benchmarks/recipe.py` passes the same values as flags to the real command line. The experiments
+take a recipe's name after their path (config_flags' `path:argument`):
+
+  python -m medjax.train --config experiments/decathlon_unet3d.py:nnunet
 
 - `NNUNET`: nnU-Net v2's training recipe (nnUNetTrainer): Dice + cross-entropy with the Dice
   term over the foreground classes, deep supervision, SGD with Nesterov momentum 0.99 at
@@ -39,6 +42,20 @@ NNUNET_ADAM: Mapping[str, Any] = {
     **NNUNET, "optimizer": "adam", "learning_rate": 3e-3, "weight_decay": 0.0,
     "nesterov": False,
 }
+
+
+# The names `--config experiments/<name>.py:<recipe>` takes ('' = the experiment as it is).
+RECIPES: Mapping[str, Mapping[str, Any]] = {"nnunet": NNUNET, "nnunet_adam": NNUNET_ADAM}
+
+
+def apply_named(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """`apply(config, RECIPES[name])`; '' leaves `config` as it is."""
+  if not name:
+    return config
+  if name not in RECIPES:
+    raise ValueError(f"Unknown recipe {name!r} after the config file's ':'; expected one of "
+                     f"{sorted(RECIPES)} (or nothing).")
+  return apply(config, RECIPES[name])
 
 
 def apply(config: ml_collections.ConfigDict, recipe: Mapping[str, Any]) -> ml_collections.ConfigDict:
