@@ -211,6 +211,12 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any,
   return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
 
 
+def _sync_hosts(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 @dataclasses.dataclass(frozen=True)
 class SetAside:
   """A damaged checkpoint that `resume` moved out of `checkpoints/`."""
@@ -239,11 +245,10 @@ def resume(workdir: str, target: Any, sharding: jax.sharding.Sharding, *, keep: 
         manager.close()  # no orbax threads left running while the error unwinds
         raise
     moved_to = os.path.join(workdir, integrity.DAMAGED_DIRNAME, str(step))
+    _sync_hosts(f"medjax verified checkpoint {step}")  # no host still reading it
     if jax.process_index() == 0:
       moved_to = integrity.set_aside(directory, workdir)
-    if jax.process_count() > 1:  # every host sees the folder gone before it looks again
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices(f"medjax set aside checkpoint {step}")
+    _sync_hosts(f"medjax set aside checkpoint {step}")  # every host sees it gone
     set_aside.append(SetAside(directory, verdict.reason, moved_to))
     manager.close()  # its list of steps still holds the one moved away
     manager = create_manager(workdir, keep=keep)
