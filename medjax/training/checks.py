@@ -27,8 +27,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """The batch against the devices, the step counts, and the model, loss and optimiser names."""
   num_devices = jax.device_count()
   if config.batch_size % num_devices:
+    where = (f" of the {jax.process_count()} processes" if jax.process_count() > 1 else "")
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
-                     f"{num_devices} devices; use a multiple of {num_devices}.")
+                     f"{num_devices} devices{where}; use a multiple of {num_devices} (the "
+                     "global batch, split over every device).")
   if config.nonfinite not in NONFINITE_MODES:
     raise ValueError(f"config.nonfinite={config.nonfinite!r}; expected one of {NONFINITE_MODES}.")
   for key in ("num_train_steps", "log_every_steps", "eval_every_steps",

@@ -3,6 +3,9 @@
 `evaluate` scores given cases (pure apart from running the model); `Evaluator` is what the loop
 calls at each evaluation step: it loads the validation cases on first use and writes the
 metrics and comparison images to TensorBoard and `<workdir>/eval/`.
+
+In a job of several processes every process evaluates every case (replicated, not sharded) on
+its own copy of the parameters; their metrics agree, and only the chief has a `writer`.
 """
 
 import functools
@@ -21,6 +24,7 @@ from medjax import metrics as metrics_lib
 from medjax import outputs
 from medjax import regions as regions_lib
 from medjax.data import preprocessing as preprocessing_lib
+from medjax.training import multihost
 from medjax.training import state as state_lib
 from medjax.training import step as step_lib
 
@@ -117,9 +121,14 @@ class Evaluator:
     if self.subjects is None:
       self.subjects = input_pipeline.load_eval_subjects(config, split=config.eval.split,
                                                         preprocessing=self.preprocessing)
+    variables = state_lib.model_variables(state)
+    if jax.process_count() > 1:
+      # Each process evaluates every case alone, on its own copy of the replicated variables:
+      # no collective with processes that are not running the same computation.
+      variables = multihost.local_copy(variables)
     # `evaluate` looked up at call time, so that a test can wrap it.
     metrics, predictions = evaluate(
-        self.model, state_lib.model_variables(state), self.subjects, config, self.predictor,
+        self.model, variables, self.subjects, config, self.predictor,
         preprocessing=self.preprocessing, names=self.names)
     if self.writer is not None:
       for k, v in metrics.items():

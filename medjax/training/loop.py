@@ -5,6 +5,12 @@ runs (`MetricWindow`), except at the steps that evaluate, save, or stop on a sig
 host catches up first. Evaluation steps save a checkpoint with the validation metrics, saving
 steps and a signal save one without; each is forced, and the TensorBoard log is flushed with it,
 so what a checkpoint holds and what TensorBoard shows agree after a kill.
+
+In a job of several processes (`multihost`) every process runs this loop on its slice of each
+global batch; process 0 alone writes TensorBoard, metrics.jsonl, curves.png and the workdir's
+files, orbax writes each checkpoint once for the job, and a signal seen by any process stops
+all of them at the same step. Each process evaluates the whole validation set on its own
+(replicated, not sharded), with its own copy of the parameters.
 """
 
 import dataclasses
@@ -31,6 +37,7 @@ from medjax.training import curves
 from medjax.training import evaluator as evaluator_lib
 from medjax.training import mesh as mesh_lib
 from medjax.training import metric_window
+from medjax.training import multihost
 from medjax.training import preemption
 from medjax.training import state as state_lib
 from medjax.training import step as step_lib
@@ -68,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_chief = jax.process_index() == 0
   step_fn = step_lib.make_train_step(config, run.mesh)  # looked up now: tests wrap it
   data_sharding = mesh_lib.batch_sharded(run.mesh)
-  train_rng = jax.device_put(run.train_rng, mesh_lib.replicated(run.mesh))
+  train_rng = mesh_lib.replicate(run.train_rng, run.mesh)
   writer = tensorboard.open_writer(run.workdir, config, start_step) if is_chief else None
   # metrics.jsonl and curves.png, for users without TensorBoard; cut back to start_step.
   metrics_log = curves.MetricsLog(run.workdir, start_step, run.names) if is_chief else None
@@ -83,34 +90,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       progress=progress, metrics_log=metrics_log)
   eval_metrics: dict[str, float] = {}
   pending = None  # (step, metrics) of the last dispatched step, read one step behind
+  stopping = False  # a signal, seen here or (several processes) by any process
   with preemption.StopRequest() as stop:
     try:
       while step < config.num_train_steps:
         batch = mesh_lib.global_batch(next(run.train_iter), data_sharding)
         state, metrics = step_fn(state, batch, train_rng)
         step += 1
+        stopping = stop.signum is not None
+        if jax.process_count() > 1:  # every process stops at the same step, or none does
+          stopping = multihost.any_process(stopping, f"stop-{step}")
         # Read the previous step's metrics while this one runs: at most one step in flight.
         if pending is not None:
           window.record(*_host_metrics(*pending, config, manager, start_step))
         pending = (step, metrics)
         is_eval = step % config.eval_every_steps == 0 or step == config.num_train_steps
         is_save = step % config.checkpoint_every_steps == 0
-        if is_eval or is_save or stop.signum is not None:
+        if is_eval or is_save or stopping:
           window.record(*_host_metrics(*pending, config, manager, start_step))
           pending = None
         if is_eval:
           eval_metrics = evaluator(state, step)
           _log_eval(metrics_log, step, eval_metrics)
-          progress.write(f"step {step}: " + " ".join(
-              f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+          if is_chief:
+            progress.write(f"step {step}: " + " ".join(
+                f"{k}={v:.4f}" for k, v in eval_metrics.items()))
           checkpoint.save(manager, step, state, metrics=eval_metrics, force=True)
-        elif is_save or stop.signum is not None:
+        elif is_save or stopping:
           checkpoint.save(manager, step, state, force=True)
-        if (is_eval or is_save or stop.signum is not None) and writer is not None:
+        if (is_eval or is_save or stopping) and writer is not None:
           writer.flush()  # the logs up to a checkpoint survive a kill, like the checkpoint
-        if stop.signum is not None:
-          progress.write(f"Stopped by signal {stop.signum} at step {step}; checkpoint saved. "
-                         "Rerun the same command to resume.")
+        if stopping:
+          progress.write(f"Stopped by {_signal_name(stop.signum)} at step {step}; checkpoint "
+                         "saved. Rerun the same command to resume.")
           break
     finally:
       checkpoint.wait_until_finished(manager)
@@ -118,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if writer is not None:
         writer.flush()
 
-  if stop.signum is None and not eval_metrics:
+  if not stopping and not eval_metrics:
     eval_metrics = evaluator(state, step)  # resumed at or past the last step: evaluate once
     _log_eval(metrics_log, step, eval_metrics)
   if metrics_log is not None:
@@ -127,9 +139,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tensorboard.write_hparams(writer, config, eval_metrics, step)
     writer.close()
   manager.close()
-  if stop.signum is not None:
-    raise KeyboardInterrupt(f"Training stopped by signal {stop.signum} at step {step}.")
+  if stopping:
+    raise KeyboardInterrupt(f"Training stopped by {_signal_name(stop.signum)} at step {step}.")
   return eval_metrics
+
+
+def _signal_name(signum: int | None) -> str:
+  """'signal 15', or (several processes) what stopped a process that saw no signal itself."""
+  return f"signal {signum}" if signum is not None else "a signal to another process"
 
 
 def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
@@ -142,7 +159,8 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   checks.check_config(config)
   workdir = workdir_lib.prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
-  builder = input_pipeline.ensure_dataset(config)
+  # Several processes: the chief builds a missing dataset, the others then open it.
+  builder = multihost.chief_first(lambda: input_pipeline.ensure_dataset(config), "dataset")
   dataset_names = datasets.names(builder)
   # The channels and classes the config leaves to the dataset are filled in here, and the
   # resolved config is what config.json records.
@@ -177,6 +195,8 @@ def _start(config: ml_collections.ConfigDict, workdir: str) -> _Run:
       config, start_step=int(state.step), preprocessing=preprocessing)
   # Data errors (e.g. a crop larger than a subject) surface with the first batch.
   train_iter = itertools.chain([next(train_iter)], train_iter)
+  # Every process has read what a resumed run saved before the chief writes (or rewrites) it.
+  multihost.barrier("workdir-read")
   if is_chief:
     checkpoint.save_config(workdir, config)
     preprocessing.save(workdir)

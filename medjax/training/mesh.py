@@ -7,6 +7,8 @@ global batch, so 1 device and N devices give the same result for the same global
 on several hosts after `jax.distributed.initialize()`: each host feeds its slice of the batch.
 """
 
+from typing import Any
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -26,6 +28,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   """The sharding of a batch: its first axis split over the devices of axis 'data'."""
   return NamedSharding(mesh, P("data"))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """`tree` (the same values on every host) as arrays replicated on every device of `mesh`.
+
+  `jax.device_put` takes only devices this process can address; with several processes a
+  jitted identity with a replicated output builds the global arrays instead.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, replicated(mesh))
+  return jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
 
 
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

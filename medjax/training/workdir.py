@@ -1,6 +1,7 @@
 """The run's working directory: created and probed for writing first, then read for a resume."""
 
 import os
+import socket
 from typing import Any
 
 import ml_collections
@@ -16,7 +17,8 @@ def prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    # Host and pid: the processes of a multi-host job probe one shared folder at once.
+    probe = os.path.join(workdir, f".write_test_{socket.gethostname()}_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)

@@ -1,0 +1,221 @@
+"""Several processes as one JAX job (issue 16): real `python -m medjax.train` processes.
+
+Two processes on this machine, the coordinator on 127.0.0.1 at a free port, each with one CPU
+device, train the tiny config (tests/tiny.py, FAST_COMPILE) with a global batch of 2 (one
+sample per process). They must end with the parameters, and log the losses, of one process
+training the same global batch on two devices, to float tolerance: the gradient sums run in
+another order across processes. Killing one process of a job makes the other stop within the
+heartbeat timeout, and rerunning both commands resumes from the last checkpoint.
+
+The multi-process runs share a persistent compilation cache in a temporary folder.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from medjax import checkpoint
+from medjax.training import multihost
+import tiny
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TIMEOUT = 300  # seconds per command; the runs take about 15-30 s here
+HEARTBEAT = 5  # seconds: a killed process is noticed after this
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(cache_dir, devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+             MEDJAX_COMPILE_CACHE_DIR=str(cache_dir),
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  for key in ("JAX_COMPILATION_CACHE_DIR", multihost.ENV_ADDRESS, multihost.ENV_NUM_PROCESSES,
+              multihost.ENV_PROCESS_ID, multihost.ENV_AUTO):
+    env.pop(key, None)
+  return env
+
+
+def _cmd(workdir, data_dir, raw_dir, *extra, **overrides) -> list[str]:
+  return [sys.executable, "-m", "medjax.train", "--config=experiments/quickstart.py",
+          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+          f"--config.dataset.manual_dir={raw_dir}",
+          *tiny.cli_overrides(**dict(tiny.FAST_COMPILE, **overrides)), *extra]
+
+
+def _job(num_processes: int, port: int, *extra) -> list[list[str]]:
+  """The flags of each process of a job."""
+  return [[f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
+           f"--process_id={i}", f"--heartbeat_timeout={HEARTBEAT}",
+           "--initialization_timeout=60", *extra] for i in range(num_processes)]
+
+
+def _start(cmds, cache_dir) -> list[subprocess.Popen]:
+  return [subprocess.Popen(cmd, cwd=REPO, env=_env(cache_dir), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for cmd in cmds]
+
+
+def _finish(procs, timeout=TIMEOUT) -> list[subprocess.CompletedProcess]:
+  done = []
+  for p in procs:
+    try:
+      out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+    done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+  return done
+
+
+def _tail(procs) -> str:
+  return "\n".join(f"[process {i}] rc={p.returncode}\nstdout: {p.stdout[-1500:]}\n"
+                   f"stderr: {p.stderr[-2500:]}" for i, p in enumerate(procs))
+
+
+def _losses(workdir) -> dict[int, float]:
+  with open(pathlib.Path(workdir) / "metrics.jsonl", encoding="utf-8") as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+
+
+def _variables(workdir):
+  _, variables, _ = checkpoint.restore_model(str(workdir), which="latest")
+  return jax.device_get(variables)
+
+
+def _assert_close(a, b, rtol=1e-5, atol=1e-6) -> None:
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def single(iseg_raw_dir, iseg_data_dir, tmp_path_factory):
+  """One process on two CPU devices, global batch 2: the reference."""
+  root = tmp_path_factory.mktemp("multiprocess")
+  workdir = root / "single"
+  proc = subprocess.run(_cmd(workdir, iseg_data_dir, iseg_raw_dir), cwd=REPO,
+                        env=_env(root / "cache", devices=2), capture_output=True, text=True,
+                        timeout=TIMEOUT)
+  assert proc.returncode == 0, _tail([proc])
+  return {"root": root, "workdir": workdir, "cache": root / "cache"}
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(single, iseg_raw_dir, iseg_data_dir):
+  workdir = single["root"] / "two"
+  cmd = _cmd(workdir, iseg_data_dir, iseg_raw_dir)
+  start = time.monotonic()
+  procs = _finish(_start([cmd + flags for flags in _job(2, _free_port())], single["cache"]))
+  elapsed = time.monotonic() - start
+  assert [p.returncode for p in procs] == [0, 0], _tail(procs)
+  assert "2 cpu device(s) in 2 processes (this is process 1)" in procs[1].stdout
+  assert "Validation Dice per tissue" in procs[0].stdout  # the summary: the chief's alone
+  assert "Validation Dice" not in procs[1].stdout
+  assert checkpoint.complete_steps(workdir / "checkpoints") == [2, 4]
+  # The chief alone wrote the logs: one event file, each step once in metrics.jsonl.
+  assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+  losses = _losses(workdir)
+  assert sorted(losses) == [1, 2, 3, 4]
+  want = _losses(single["workdir"])
+  np.testing.assert_allclose([losses[s] for s in sorted(want)], [want[s] for s in sorted(want)],
+                             rtol=1e-5)
+  _assert_close(_variables(workdir), _variables(single["workdir"]))
+  print(f"two processes: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_and_a_rerun_resumes(single, iseg_raw_dir,
+                                                              iseg_data_dir):
+  """Process 1 is killed after the checkpoint of step 2; process 0 stops within the heartbeat
+  timeout; both commands rerun resume from step 2 and end where an uninterrupted run ends."""
+  workdir = single["root"] / "killed"
+  cmd = _cmd(workdir, iseg_data_dir, iseg_raw_dir, num_train_steps=6, eval_every_steps=6)
+  port = _free_port()
+  procs = _start([cmd + flags for flags in _job(2, port)], single["cache"])
+  deadline = time.monotonic() + TIMEOUT
+  while (not checkpoint.complete_steps(workdir / "checkpoints")
+         and time.monotonic() < deadline and procs[1].poll() is None):
+    time.sleep(0.05)
+  procs[1].kill()
+  killed_at = time.monotonic()
+  done = _finish(procs)
+  waited = time.monotonic() - killed_at
+  steps = checkpoint.complete_steps(workdir / "checkpoints")
+  assert steps and steps[-1] < 6, _tail(done)  # killed before the end of the run
+  assert done[0].returncode != 0, _tail(done)
+  assert waited < HEARTBEAT + 30, f"the survivor took {waited:.0f} s to stop"
+  assert "stopped sending heartbeats" in done[0].stderr or "died" in done[0].stderr, _tail(done)
+
+  done = _finish(_start([cmd + flags for flags in _job(2, _free_port(), "--verbosity=0")],
+                        single["cache"]))
+  assert [p.returncode for p in done] == [0, 0], _tail(done)
+  assert f"Resumed from {workdir / 'checkpoints'} at step {steps[-1]}" in done[0].stdout
+  assert checkpoint.complete_steps(workdir / "checkpoints")[-1] == 6
+  assert sorted(_losses(workdir)) == list(range(1, 7))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_processes=2", "--process_id=2", "--coordinator_address=127.0.0.1:1"],
+     "--process_id=2 is out of range for --num_processes=2: expected 0..1."),
+    (["--num_processes=0"], "--num_processes=0: expected at least 1 process."),
+    (["--num_processes=2", "--process_id=1"], "--coordinator_address (or "),
+    (["--num_processes=2", "--process_id=1", "--coordinator_address=localhost"],
+     "expected HOST:PORT"),
+    (["--num_processes=2", "--process_id=1", "--coordinator_address=127.0.0.1:{port}",
+      "--initialization_timeout=1"],
+     "the coordinator 127.0.0.1:{port} is unreachable"),
+])
+def test_bad_job_flags_are_one_line_errors(flags, message, tmp_path):
+  port = _free_port()  # nothing listens there
+  flags = [f.format(port=port) for f in flags]
+  proc = subprocess.run(_cmd(tmp_path / "w", tmp_path, tmp_path, *flags), cwd=REPO,
+                        env=_env(tmp_path / "cache"), capture_output=True, text=True,
+                        timeout=TIMEOUT)
+  assert proc.returncode == 1, _tail([proc])
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith("medjax.train: error: ") and message.format(port=port) in lines[-1]
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_batch_not_a_multiple_of_the_global_devices(single, iseg_raw_dir, iseg_data_dir):
+  cmd = _cmd(single["root"] / "odd", iseg_data_dir, iseg_raw_dir, batch_size=3)
+  done = _finish(_start([cmd + flags for flags in _job(2, _free_port())], single["cache"]))
+  for p in done:
+    assert p.returncode == 1, _tail(done)
+    assert ("medjax.train: error: config.batch_size=3 is not divisible by the 2 devices of the "
+            "2 processes") in p.stderr
+
+
+def test_settings_from_flags_and_environment():
+  assert multihost.settings_from(environ={}) is None
+  assert multihost.settings_from(environ={"MEDJAX_DISTRIBUTED": "1"}).auto
+  assert multihost.settings_from(environ={"MEDJAX_DISTRIBUTED": "0"}) is None
+  env = {"MEDJAX_COORDINATOR_ADDRESS": "h:1234", "MEDJAX_NUM_PROCESSES": "4",
+         "MEDJAX_PROCESS_ID": "3"}
+  assert multihost.settings_from(environ=env) == multihost.Settings("h:1234", 4, 3)
+  # Flags win over the environment.
+  assert multihost.settings_from(process_id=1, environ=env) == multihost.Settings("h:1234", 4, 1)
+  one = multihost.settings_from(num_processes=1, environ={})
+  assert one == multihost.Settings(None, 1, 0) and not one.explicit
+  with pytest.raises(ValueError, match="MEDJAX_NUM_PROCESSES='x': expected an integer"):
+    multihost.settings_from(environ={"MEDJAX_NUM_PROCESSES": "x"})
+  with pytest.raises(ValueError, match="--num_processes .* is missing"):
+    multihost.settings_from(process_id=0, environ={})
+  assert multihost.parse_address("[::1]:80") == ("::1", 80)
+  with pytest.raises(ValueError, match="expected HOST:PORT"):
+    multihost.parse_address("h:70000")
