@@ -99,7 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step += 1
         stopping = stop.signum is not None
         if jax.process_count() > 1:  # every process stops at the same step, or none does
-          stopping = multihost.any_process(stopping, f"stop-{step}")
+          stopping = multihost.any_process(stopping, f"stop-{step}",
+                                           previous=f"stop-{step - 1}")
         # Read the previous step's metrics while this one runs: at most one step in flight.
         if pending is not None:
           window.record(*_host_metrics(*pending, config, manager, start_step))

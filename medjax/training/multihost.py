@@ -221,9 +221,14 @@ def local_copy(tree: Any) -> Any:
   return jax.tree.map(local, tree)
 
 
-def any_process(flag: bool, name: str) -> bool:
-  """True on every process when `flag` is True on any of them (host-side, through the
-  coordinator's key-value store; a no-op in a single process)."""
+def any_process(flag: bool, name: str, *, previous: str | None = None) -> bool:
+  """True on every process when `flag` is True on any of them; a no-op in one process.
+
+  Host-side, through the coordinator's key-value store: each process posts its flag under
+  `name` (unique per call, e.g. per step), waits for the others, then reads them all. This
+  process's key of the call `previous` is deleted, so a long run leaves no trail of keys
+  (every process has read it: they all passed this call's barrier).
+  """
   if jax.process_count() == 1:
     return flag
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
@@ -231,7 +236,9 @@ def any_process(flag: bool, name: str) -> bool:
   if client is None:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
-  prefix = f"medjax:{name}/"
-  client.key_value_set(f"{prefix}{jax.process_index()}", "1" if flag else "0")
+  me = jax.process_index()
+  client.key_value_set(f"medjax:{name}/{me}", "1" if flag else "0")
   client.wait_at_barrier(f"medjax:{name}", 600_000)
-  return any(v == "1" for _, v in client.key_value_dir_get(prefix))
+  if previous is not None:
+    client.key_value_delete(f"medjax:{previous}/{me}")
+  return any(v == "1" for _, v in client.key_value_dir_get(f"medjax:{name}/"))
