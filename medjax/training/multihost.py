@@ -156,7 +156,12 @@ def initialize(settings: Settings | None, *, initialization_timeout: int = 120,
   timeouts = dict(initialization_timeout=int(initialization_timeout),
                   heartbeat_timeout_seconds=int(heartbeat_timeout))
   if settings.auto and not settings.explicit:
-    jax.distributed.initialize(**timeouts)  # SLURM, Open MPI, TPU, k8s: detected by JAX
+    try:
+      jax.distributed.initialize(**timeouts)  # SLURM, Open MPI, TPU, k8s: detected by JAX
+    except ValueError as e:
+      raise ValueError(f"{ENV_AUTO} is set, but JAX detected no cluster (SLURM, Open MPI, TPU, "
+                       f"Kubernetes): {e} Outside such a cluster, give every process "
+                       "--coordinator_address, --num_processes and --process_id.") from e
     return
   if settings.process_id != 0:
     wait_for_coordinator(settings.coordinator_address, initialization_timeout)
