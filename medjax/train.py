@@ -87,6 +87,13 @@ def main(argv: list[str]) -> None:
   except KeyboardInterrupt as e:
     print(str(e) or "Interrupted.", file=sys.stderr)
     sys.exit(130)
+  except BaseException as e:
+    if jax.process_count() > 1 and not (isinstance(e, SystemExit) and not e.code):
+      # An error in this process alone leaves the others waiting for it; JAX's exit would
+      # wait for them (up to its 5-minute shutdown timeout). Past the heartbeat timeout this
+      # process exits at once, and the others stop within theirs.
+      multihost.exit_after(_HEARTBEAT_TIMEOUT.value, e.code if isinstance(e, SystemExit) else 1)
+    raise
   if metrics and multihost.is_chief():
     names = [k[len("val_dice_"):] for k in metrics
              if k.startswith("val_dice_") and k != "val_dice_mean"]

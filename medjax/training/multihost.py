@@ -19,6 +19,7 @@ writes everything else (TensorBoard, metrics.jsonl, config.json, the preprocessi
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import os
 import socket
@@ -187,8 +188,7 @@ def barrier(name: str, timeout_s: float = 3600.0) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  client = distributed.global_state.client
+  client = _client()
   if client is None:  # initialised some other way: fall back to a device barrier
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
@@ -197,15 +197,41 @@ def barrier(name: str, timeout_s: float = 3600.0) -> None:
 
 
 def chief_first(fn: Callable[[], _T], name: str) -> _T:
-  """`fn()` on process 0, then on the others: e.g. building a dataset they all read."""
+  """`fn()` on process 0, then on the others: e.g. building a dataset they all read.
+
+  When `fn` fails on process 0, the others raise its error too (same type for Python's own
+  exceptions, else RuntimeError), so that every process stops with the same message instead
+  of waiting for one that has exited.
+  """
   if jax.process_count() == 1:
     return fn()
+  client = _client()
+  key = f"medjax:{name}-error"
   if is_chief():
-    result = fn()
+    try:
+      result = fn()
+    except Exception as e:
+      if client is not None:
+        client.key_value_set(key, f"{type(e).__name__}\n{e}")
+      barrier(name)
+      raise
     barrier(name)
     return result
   barrier(name)
+  failed = client.key_value_dir_get(key) if client is not None else []
+  if failed:
+    kind, _, message = failed[0][1].partition("\n")
+    error = getattr(builtins, kind, None)
+    if not (isinstance(error, type) and issubclass(error, Exception)):
+      error, message = RuntimeError, f"process 0 failed: {kind}: {message}"
+    raise error(message)
   return fn()
+
+
+def _client() -> Any:
+  """The coordinator's client of this process, or None (not started by `jax.distributed`)."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state.client
 
 
 def local_copy(tree: Any) -> Any:
@@ -236,8 +262,7 @@ def any_process(flag: bool, name: str, *, previous: str | None = None) -> bool:
   """
   if jax.process_count() == 1:
     return flag
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  client = distributed.global_state.client
+  client = _client()
   if client is None:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
@@ -247,3 +272,22 @@ def any_process(flag: bool, name: str, *, previous: str | None = None) -> bool:
   if previous is not None:
     client.key_value_delete(f"medjax:{previous}/{me}")
   return any(v == "1" for _, v in client.key_value_dir_get(f"medjax:{name}/"))
+
+
+def exit_after(seconds: float, code: int | str | None) -> None:
+  """Ends this process with status `code` in `seconds`, whatever it is waiting for then.
+
+  For an error exit of one process in a job: a normal exit waits in `jax.distributed`'s
+  shutdown for every process, and those still training wait for this one. If the exit has not
+  finished within `seconds` (a daemon timer), stdout and stderr are flushed and the process
+  ends with `os._exit`.
+  """
+  import threading  # pylint: disable=g-import-not-at-top
+
+  def end():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)  # pylint: disable=protected-access
+  timer = threading.Timer(seconds, end)
+  timer.daemon = True
+  timer.start()
