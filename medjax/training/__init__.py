@@ -3,6 +3,7 @@
 One job per module:
   state          TrainState and its initialisation from a config
   mesh           the data-parallel device mesh; global batches from per-host slices
+  multihost      several processes as one job: jax.distributed, barriers, stop agreement
   step           the pure jitted train step, with the config's loss and augmentation
   evaluator      whole-volume validation (`evaluate`, and the loop's `Evaluator`)
   metric_window  the train/* scalars of each log window (`MetricWindow`)
