@@ -206,13 +206,13 @@ def chief_first(fn: Callable[[], _T], name: str) -> _T:
   if jax.process_count() == 1:
     return fn()
   client = _client()
-  key = f"medjax:{name}-error"
+  key = f"medjax:{name}-error/"  # a folder of the key-value store: read with dir_get
   if is_chief():
     try:
       result = fn()
     except Exception as e:
       if client is not None:
-        client.key_value_set(key, f"{type(e).__name__}\n{e}")
+        client.key_value_set(f"{key}0", f"{type(e).__name__}\n{e}")
       barrier(name)
       raise
     barrier(name)
