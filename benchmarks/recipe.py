@@ -1,6 +1,6 @@
 r"""Training recipes side by side: held-out Dice per class for each recipe and step budget.
 
-  python benchmarks/recipe.py                                  # 600 and 3000 steps, 3 recipes
+  python benchmarks/recipe.py                                  # 600 and 3000 steps, 4 recipes
   python benchmarks/recipe.py --steps=600 --recipes=plain,nnunet --json=/tmp/recipe.json
 
 Each (recipe, budget) pair is one `python -m medjax.train --config experiments/quickstart.py`
@@ -18,7 +18,8 @@ Recipes (RECIPES below; the nnU-Net ones are `medjax.configs.recipes`'):
   deep supervision, SGD with Nesterov momentum 0.99 at 1e-2, weight decay 3e-5, poly
   learning-rate decay, a third of the crops centred on foreground, nnU-Net's augmentation.
 - `nnunet_adam`: the same with Adam 3e-3 and no weight decay (`recipes.NNUNET_ADAM`).
-- `nnunet_noaug`: `nnunet_adam` without augmentation (what augmentation costs or gives here).
+- `nnunet_adam_noaug`: `nnunet_adam` without augmentation (`recipes.NNUNET_ADAM_NOAUG`; what
+  augmentation costs or gives here).
 Crop, batch and network (32^3, batch 2, base 8) are the quickstart's in every recipe, so each
 budget costs about the same time per step whichever recipe.
 """
@@ -45,6 +46,7 @@ _QUICKSTART = _REPO / "experiments" / "quickstart.py"
 # The quickstart's recipe before issue 14, spelt out so that it stays the baseline.
 _PLAIN = {
     "loss.name": "dice",
+    "loss.include_background": None,  # the loss's default: all classes
     "model.deep_supervision": False,
     "optimizer": "adam",
     "learning_rate": 3e-3,
@@ -58,10 +60,10 @@ RECIPES: dict[str, Mapping[str, object]] = {
     "plain": _PLAIN,
     "nnunet": recipes.NNUNET,
     "nnunet_adam": recipes.NNUNET_ADAM,
-    "nnunet_noaug": {**recipes.NNUNET_ADAM, "augmentation.enabled": False},
+    "nnunet_adam_noaug": recipes.NNUNET_ADAM_NOAUG,
 }
 
-_RECIPES = flags.DEFINE_list("recipes", ["plain", "nnunet", "nnunet_adam"],
+_RECIPES = flags.DEFINE_list("recipes", ["plain", "nnunet", "nnunet_adam", "nnunet_adam_noaug"],
                              f"Recipes to run, of {sorted(RECIPES)}.")
 _STEPS = flags.DEFINE_list("steps", ["600", "3000"], "Training budgets (steps).")
 _ROOT = flags.DEFINE_string("root", "/tmp/medjax_recipe",

@@ -6,14 +6,20 @@ and label values) to `data/iseg2017-builtin`, builds the TFDS dataset from it in
 minutes, evaluates on the held-out subject 1 and prints per-tissue Dice:
 
   python -m medjax.train --config experiments/quickstart.py
+
+It trains with nnU-Net's loss (Dice + cross-entropy), deep supervision, poly learning-rate decay
+and foreground oversampling, with Adam and without augmentation (`recipes.NNUNET_ADAM_NOAUG`):
+of the recipes `benchmarks/recipe.py` compares, the best within these 600 steps.
+`experiments/quickstart.py:nnunet` (or `:nnunet_adam`) takes another recipe instead.
 """
 
 import ml_collections
 
 from medjax.configs import default
+from medjax.configs import recipes
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(recipe: str = "nnunet_adam_noaug") -> ml_collections.ConfigDict:
   config = default.get_config()  # the iSeg-2017 3D U-Net experiment
   config.dataset.num_modalities = 2  # T1, T2
   config.dataset.num_classes = 4  # background, CSF, GM, WM
@@ -26,9 +32,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model.base_features = 8
 
-  config.optimizer = "adam"
-  config.learning_rate = 3e-3
-  config.weight_decay = 0.0
   config.batch_size = 2
   config.num_train_steps = 600
   config.log_every_steps = 20
@@ -38,4 +41,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.roi_size = (64, 64, 64)
   config.eval.sw_batch_size = 2
   config.eval.overlap = 0.25
-  return config
+  return recipes.apply_named(config, recipe)

@@ -48,9 +48,17 @@ def _parse(config_path, overrides):
   flag_values = flags.FlagValues()
   argv = ["prog", f"--config={config_path}", *overrides]
   # config_flags finds the overrides in the argv it is given at definition (else sys.argv).
+  # `--config.key=None` as medjax's CLI takes it (cli.parse_flags): set after the others.
+  argv, none_keys = cli._split_none_overrides(argv, "config")  # pylint: disable=protected-access
   holder = config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
                                            lock_config=True, sys_argv=argv)
   flag_values(argv)
+  for key in none_keys:
+    *parents, leaf = key.split(".")
+    node = holder.value
+    for name in parents:
+      node = node[name]
+    node[leaf] = None
   return holder.value
 
 
@@ -308,3 +316,16 @@ def test_unknown_recipe_is_one_clear_error():
   assert ("--config=experiments/iseg2017_unet3d.py:nnunx: Unknown recipe 'nnunx'"
           in result.stderr), result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_quickstart_with_another_loss_says_which_recipe_options_to_leave_out():
+  config = _parse(REPO / "experiments" / "quickstart.py", ["--config.loss.name=cross_entropy"])
+  assert config.loss.include_background is False  # the quickstart's recipe sets it
+  with pytest.raises(ValueError, match=re.escape(
+      "config.loss.name='cross_entropy' does not take the option(s) ['include_background'] "
+      "that the experiment (or its recipe) sets")) as e:
+    step_lib.loss_fn_from_config(config)
+  assert str(e.value).endswith("Leave them out: --config.loss.include_background=None.")
+  config = _parse(REPO / "experiments" / "quickstart.py", [
+      "--config.loss.name=cross_entropy", "--config.loss.include_background=None"])
+  step_lib.loss_fn_from_config(config)  # as the message says

@@ -197,13 +197,14 @@ def _driver_main(argv: list[str]) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from medjax import train  # pylint: disable=g-import-not-at-top
+  from medjax.configs import cli  # pylint: disable=g-import-not-at-top
 
   spec = argv[1].removeprefix("--fault=")
   kind, at, *path = spec.split(":", 2)
   _install_fault(kind, int(at), path[0] if path else None)
   sys.argv = ["medjax.train", *argv[2:]]
   flags.mark_flags_as_required(["config"])
-  app.run(train.main)
+  app.run(train.main, flags_parser=lambda a: cli.parse_flags(a, prog="medjax.train"))  # as its CLI
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,15 @@ TINY_OVERRIDES = {
     "dataset.crop_size": (16, 16, 16),
     "eval.roi_size": (16, 16, 16),
     "eval.sw_batch_size": 2,
+    # The seed experiment's plain recipe, also on top of the quickstart's (recipes.py): these
+    # tests check the pipeline, and the deep-supervision heads and Dice + CE would only add
+    # compile time (tests/test_deep_supervision.py and test_losses.py cover them).
+    "loss.name": "dice",
+    "loss.include_background": None,
+    "model.deep_supervision": None,
+    "lr_schedule": "constant",
+    "dataset.foreground_oversampling": 0.0,
+    "augmentation.enabled": False,
 }
 
 

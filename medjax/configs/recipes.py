@@ -13,8 +13,10 @@ take a recipe's name after their path (config_flags' `path:argument`):
   centred on a foreground voxel, nnU-Net's augmentation. Crop, batch and network size are not
   part of it: they come from the experiment or from planning (`config.plan`).
 - `NNUNET_ADAM`: the same with Adam at 3e-3 and no weight decay, which converges within the
-  short budgets a CPU allows where SGD at momentum 0.99 does not yet
-  (`python benchmarks/recipe.py`; README, "Training recipes").
+  short budgets a CPU allows where SGD at momentum 0.99 does not yet.
+- `NNUNET_ADAM_NOAUG`: `NNUNET_ADAM` without augmentation: the best of these on the built-in
+  brains within the quickstart's 600 steps, and the quickstart's recipe.
+`python benchmarks/recipe.py` measures them; README, "Training recipes", has the figures.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ NNUNET_ADAM: Mapping[str, Any] = {
     "nesterov": False,
 }
 
+NNUNET_ADAM_NOAUG: Mapping[str, Any] = {**NNUNET_ADAM, "augmentation.enabled": False}
+
 
 # The names `--config experiments/<name>.py:<recipe>` takes ('' = the experiment as it is).
-RECIPES: Mapping[str, Mapping[str, Any]] = {"nnunet": NNUNET, "nnunet_adam": NNUNET_ADAM}
+RECIPES: Mapping[str, Mapping[str, Any]] = {
+    "nnunet": NNUNET, "nnunet_adam": NNUNET_ADAM, "nnunet_adam_noaug": NNUNET_ADAM_NOAUG}
 
 
 def apply_named(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:

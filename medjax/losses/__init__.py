@@ -62,7 +62,7 @@ from medjax.losses.deep_supervision import (deep_supervision_loss, deep_supervis
 from medjax.losses.dice import dice_loss, generalized_dice_loss, per_class_dice, tversky_loss
 from medjax.losses.focal import focal_loss
 from medjax.losses.regions import BRATS_REGIONS, region_targets
-from medjax.losses.registry import LOSSES, get_loss
+from medjax.losses.registry import LOSSES, get_loss, loss_options
 
 __all__ = [
     "BRATS_REGIONS",
@@ -78,6 +78,7 @@ __all__ = [
     "focal_loss",
     "generalized_dice_loss",
     "get_loss",
+    "loss_options",
     "per_class_dice",
     "region_targets",
     "tversky_loss",

@@ -24,6 +24,15 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
 }
 
 
+def loss_options(name: str) -> set[str] | None:
+  """The keyword options loss `name` takes (None for an unknown name)."""
+  fn = LOSSES.get(name.lower()) if isinstance(name, str) else None
+  if fn is None:
+    return None
+  return {p.name for p in inspect.signature(fn).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def get_loss(name: str, **kwargs: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """`loss(logits, labels) -> scalar` for the loss registered as `name`, options bound.
 
@@ -36,11 +45,10 @@ def get_loss(name: str, **kwargs: Any) -> Callable[[jax.Array, jax.Array], jax.A
   Raises:
     ValueError: for an unknown name or an option the loss does not take.
   """
-  fn = LOSSES.get(name.lower()) if isinstance(name, str) else None
-  if fn is None:
+  options = loss_options(name)
+  if options is None:
     raise ValueError(f"Unknown loss name {name!r}; expected one of {sorted(LOSSES)}.")
-  options = {p.name for p in inspect.signature(fn).parameters.values()
-             if p.kind is inspect.Parameter.KEYWORD_ONLY}
+  fn = LOSSES[name.lower()]
   unknown = sorted(set(kwargs) - options)
   if unknown:
     raise ValueError(f"Loss {name!r} does not take option(s) {unknown}; it takes "

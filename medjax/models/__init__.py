@@ -58,8 +58,10 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
     unknown = sorted(set(kwargs) - fields - set(SHARED_MODEL_KEYS))
     if unknown:
+      # E.g. the quickstart recipe's deep_supervision with --config.model.name=VNET2.
       raise ValueError(f"config.model has keys {unknown} that model {name!r} does not take; "
-                       f"it takes {sorted(fields)}.")
+                       f"it takes {sorted(fields)}. Leave them out: "
+                       + " ".join(f"--config.model.{k}=None" for k in unknown) + ".")
     for key in sorted(set(kwargs) - fields):
       logging.warning("config.model.%s=%s is ignored: model %s has no such field.", key,
                       kwargs.pop(key), name)

@@ -45,6 +45,13 @@ def loss_fn_from_config(config: ml_collections.ConfigDict) -> Callable[..., jax.
   if options.get("reduction", "mean") not in ("mean", "sum"):
     raise ValueError(f"config.loss.reduction={options['reduction']!r}: training and validation "
                      "need one number; use 'mean' or 'sum'.")
+  takes = losses.loss_options(config.loss.name)
+  unknown = sorted(set(options) - takes) if takes is not None else []
+  if unknown:  # e.g. a recipe's loss.include_background kept while --config.loss.name changed
+    raise ValueError(
+        f"config.loss.name={config.loss.name!r} does not take the option(s) {unknown} that the "
+        f"experiment (or its recipe) sets; it takes {sorted(takes)}. Leave them out: "
+        + " ".join(f"--config.loss.{k}=None" for k in unknown) + ".")
   return losses.get_loss(config.loss.name, **options)
 
 
