@@ -58,8 +58,11 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 
 
 def default_workdir(config_path: str) -> str:
-  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  return os.path.join("workdirs", name)
+  """`workdirs/<config name>`, and `-<argument>` for `path:argument` (a recipe): another recipe
+  of the same experiment must not resume this one's checkpoints."""
+  path, _, argument = config_path.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("workdirs", f"{name}-{argument}" if argument else name)
 
 
 def main(argv: list[str]) -> None:

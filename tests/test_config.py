@@ -329,3 +329,9 @@ def test_quickstart_with_another_loss_says_which_recipe_options_to_leave_out():
   config = _parse(REPO / "experiments" / "quickstart.py", [
       "--config.loss.name=cross_entropy", "--config.loss.include_background=None"])
   step_lib.loss_fn_from_config(config)  # as the message says
+
+
+def test_default_workdir_keeps_recipes_apart():
+  from medjax import train  # pylint: disable=g-import-not-at-top
+  assert train.default_workdir("experiments/quickstart.py") == "workdirs/quickstart"
+  assert train.default_workdir("x/quickstart.py:nnunet") == "workdirs/quickstart-nnunet"
