@@ -132,11 +132,11 @@ def main(argv: list[str]) -> None:
             + f" mean {r['dice_mean']:.4f}", flush=True)
 
   print(f"\nHeld-out subject 1, Dice per class (base 8, 32^3 crops, batch 2, seed {_SEED.value}):")
-  print(f"{'steps':>6} {'recipe':<14}" + "".join(f"{c:>8}" for c in (*_CLASSES, "mean"))
+  print(f"{'steps':>6} {'recipe':<18}" + "".join(f"{c:>8}" for c in (*_CLASSES, "mean"))
         + f"{'time':>9}")
   for r in results:
     time_s = "" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min"
-    print(f"{r['steps']:>6} {r['recipe']:<14}"
+    print(f"{r['steps']:>6} {r['recipe']:<18}"
           + "".join(f"{r['dice'][c]:>8.4f}" for c in _CLASSES)
           + f"{r['dice_mean']:>8.4f}{time_s:>9}")
   if _JSON.value:
