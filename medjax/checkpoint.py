@@ -28,6 +28,7 @@ from medjax import checkpoint_integrity as integrity
 from medjax import io
 from medjax import models
 from medjax.configs import default
+from medjax.training import multihost
 from medjax.training import state as train_state_lib
 
 CONFIG_FILENAME = "config.json"
@@ -152,7 +153,7 @@ def wait_until_finished(manager: ocp.CheckpointManager) -> None:
   """
   try:
     manager.wait_until_finished()
-    if jax.process_index() == 0:
+    if multihost.is_chief():
       _write_missing_checksums(manager.directory)
   except OSError as e:
     raise _write_error(manager, e) from e
@@ -211,12 +212,6 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any,
   return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
 
 
-def _sync_hosts(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
-
-
 @dataclasses.dataclass(frozen=True)
 class SetAside:
   """A damaged checkpoint that `resume` moved out of `checkpoints/`."""
@@ -245,10 +240,10 @@ def resume(workdir: str, target: Any, sharding: jax.sharding.Sharding, *, keep: 
         manager.close()  # no orbax threads left running while the error unwinds
         raise
     moved_to = os.path.join(workdir, integrity.DAMAGED_DIRNAME, str(step))
-    _sync_hosts(f"medjax verified checkpoint {step}")  # no host still reading it
-    if jax.process_index() == 0:
+    multihost.barrier(f"verified checkpoint {step}")  # no host still reading it
+    if multihost.is_chief():
       moved_to = integrity.set_aside(directory, workdir)
-    _sync_hosts(f"medjax set aside checkpoint {step}")  # every host sees it gone
+    multihost.barrier(f"set aside checkpoint {step}")  # every host sees it gone
     set_aside.append(SetAside(directory, verdict.reason, moved_to))
     manager.close()  # its list of steps still holds the one moved away
     manager = create_manager(workdir, keep=keep)
