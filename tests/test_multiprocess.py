@@ -1,6 +1,6 @@
 """Several processes as one JAX job (issue 16): real `python -m medjax.train` processes.
 
-Two processes on this machine, the coordinator on 127.0.0.1 at a free port, each with one CPU
+Two processes (and, in a second test, four) on this machine, the coordinator on 127.0.0.1 at a free port, each with one CPU
 device, train the tiny config (tests/tiny.py, FAST_COMPILE) with a global batch of 2 (one
 sample per process). They must end with the parameters, and log the losses, of one process
 training the same global batch on two devices, to float tolerance (they are bitwise equal
@@ -158,6 +158,29 @@ def test_two_processes_train_like_one_and_survive_a_kill(iseg_raw_dir, iseg_data
                              rtol=1e-5)
   _assert_close(_variables(workdir), _variables(tmp_path / "single"))
   print(f"two processes, killed and resumed: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_four_processes_train_like_one(iseg_raw_dir, iseg_data_dir, tmp_path):
+  """Four processes (one sample each of a global batch of 4) end with the parameters and log
+  the losses of one process training the same global batch."""
+  overrides = dict(batch_size=4, num_train_steps=2, eval_every_steps=2,
+                   checkpoint_every_steps=2)
+  workdir = tmp_path / "four"
+  cmd = _cmd(workdir, iseg_data_dir, iseg_raw_dir, "--verbosity=0", **overrides)
+  procs = _start([cmd + flags for flags in _job(4, _free_port())], tmp_path / "cache")
+  config = conftest.load_experiment_config("quickstart")
+  config.dataset.data_dir, config.dataset.manual_dir = str(iseg_data_dir), str(iseg_raw_dir)
+  train_lib.train_and_evaluate(tiny.shrink(config, **tiny.FAST_COMPILE, **overrides),
+                               str(tmp_path / "single"))
+  done = _finish(procs)
+  assert [p.returncode for p in done] == [0, 0, 0, 0], _tail(done)
+  assert "4 cpu device(s) in 4 processes (this is process 3)" in done[3].stdout
+  assert checkpoint.complete_steps(workdir / "checkpoints") == [2]
+  losses, want = _losses(workdir), _losses(tmp_path / "single")
+  assert sorted(losses) == sorted(want) == [1, 2]
+  np.testing.assert_allclose([losses[1], losses[2]], [want[1], want[2]], rtol=1e-5)
+  _assert_close(_variables(workdir), _variables(tmp_path / "single"))
 
 
 def test_bad_job_flags_are_one_line_errors(tmp_path):

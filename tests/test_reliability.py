@@ -365,7 +365,7 @@ def test_kill_anywhere_then_rerun_continues_exactly(reference, iseg_raw_dir, ise
   proc = _run(cmd("nan_at:8"), cache)
   assert proc.returncode == 1, _tail(proc)
   assert resumed_from(proc) == last, _tail(proc)
-  assert ("medjax.train: error: Non-finite loss or gradient at step 8" in proc.stderr
+  assert ("medjax.train: error: Non-finite loss, gradient or updated parameters at step 8" in proc.stderr
           and "the last good checkpoint is step 6" in proc.stderr), _tail(proc)
   assert _complete_steps(workdir)[-1] == 6
 

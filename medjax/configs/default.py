@@ -235,7 +235,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 1  # global, split across devices
   config.num_train_steps = 20_000
-  # A non-finite loss or gradient: 'stop' training (the last checkpoint stays good) or 'skip'
+  # A non-finite loss, gradient or updated parameter: 'stop' training (the last checkpoint stays good) or 'skip'
   # the step (parameters and optimiser state unchanged; counted in train/skipped_steps).
   config.nonfinite = "stop"
 

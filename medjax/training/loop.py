@@ -226,7 +226,7 @@ def _host_metrics(step: int, metrics: dict[str, jax.Array], config: ml_collectio
   metrics = jax.device_get(metrics)
   if not metrics["finite"] and config.nonfinite == "stop":
     raise FloatingPointError(
-        f"Non-finite loss or gradient at step {step} (loss={metrics['loss']}). Training "
+        f"Non-finite loss, gradient or updated parameters at step {step} (loss={metrics['loss']}). Training "
         f"stopped; the last good checkpoint is step {manager.latest_step()} in "
         f"{manager.directory}. Set --config.nonfinite=skip to skip such steps instead.")
   if step == start_step + 1:

@@ -63,8 +63,8 @@ class MetricWindow:
     """
     if not metrics["finite"]:
       self.skipped += 1
-      logging.warning("Skipped step %d: non-finite loss or gradient (%d skipped).", step,
-                      self.skipped)
+      logging.warning("Skipped step %d: non-finite loss, gradient or updated parameters "
+                      "(%d skipped).", step, self.skipped)
     else:
       self._window.append(metrics)
     if self.progress is not None:
