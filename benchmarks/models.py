@@ -1,7 +1,8 @@
 r"""Forward time, train-step time and peak memory of every registered model, to choose one.
 
   python benchmarks/models.py [--models VNET,VNET2,...] [--size 64] [--batch 1] \
-      [--repeats 3] [--warmup 1] [--conv_method auto] [--json results.json]
+      [--repeats 3] [--warmup 1] [--conv_method auto] [--json results.json] \
+      [--medzoo ~/MedicalZoo-pytorch]
 
 Each model runs in its own child process (so its peak memory is its own) on one random
 two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths MedicalZoo uses
@@ -17,6 +18,13 @@ two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths 
   (GPU/TPU), after both measurements; plus XLA's own estimate of the train step's temporary
   buffers (`compiled.memory_analysis()`).
 
+With `--medzoo DIR` (a checkout of https://github.com/black0017/MedicalZoo-pytorch; its modules
+import `torchsummary`: `pip install torch torchsummary`), each network that MedicalZoo has
+(`medzoo_peer.MODELS`) also runs as MedicalZoo's own PyTorch module in a child process of its
+own, loaded with medjax's weights (`benchmarks/medzoo_peer.py`), and a second table prints the
+largest difference of the two networks' eval-mode logits and the ratios medjax / MedicalZoo of
+forward time, train-step time and peak RSS.
+
 HyperDenseNet's logits are smaller than its input (valid convolutions): the labels are
 centre-cropped to `model.output_shape(...)`, as the trainer does. Nothing here is a test; the
 whole table at 64^3 takes tens of minutes on a 2-core CPU (DenseNets and HyperDenseNet run at full
@@ -30,12 +38,20 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+
+import numpy as np
 
 DEFAULT_MODELS = ("UNET3D", "VNET", "VNET2", "DENSENET1", "DENSENET2", "DENSENET3",
                   "HYPERDENSENET")
 NUM_CLASSES = 4
 NUM_MODALITIES = 2
+
+
+def _peer_models() -> tuple[str, ...]:
+  import medzoo_peer  # pylint: disable=g-import-not-at-top
+  return tuple(medzoo_peer.MODELS)
 
 
 def _peak_rss_mb() -> float:
@@ -55,8 +71,12 @@ def timed_median(fn, warmup: int, repeats: int) -> float:
 
 
 def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
-            conv_method: str = "") -> dict:
-  """Measures one model in this process; returns a JSON-able dict."""
+            conv_method: str = "", peer_dir: str = "") -> dict:
+  """Measures one model in this process; returns a JSON-able dict.
+
+  With `peer_dir`, the weights come from `medzoo_peer.medjax_variables` and the input, labels,
+  weights and eval-mode logits are saved there for MedicalZoo's module (`run_torch`).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -75,7 +95,16 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
   labels = jax.random.randint(jax.random.key(1), (batch, *out_spatial), 0, NUM_CLASSES)
   num_params = layers.count_parameters(model, shape)
 
-  variables = jax.jit(lambda x: model.init(rng, x, train=False))(x)
+  if peer_dir:
+    import medzoo_peer  # pylint: disable=g-import-not-at-top
+    variables, peer_layers = medzoo_peer.medjax_variables(name, model, x)
+    medzoo_peer.save_layers(os.path.join(peer_dir, "layers.npz"), peer_layers)
+    np.save(os.path.join(peer_dir, "x.npy"), np.asarray(x))
+    np.save(os.path.join(peer_dir, "labels.npy"), np.asarray(labels))
+    np.save(os.path.join(peer_dir, "logits.npy"),
+            np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)))
+  else:
+    variables = jax.jit(lambda x: model.init(rng, x, train=False))(x)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   tx = optax.sgd(1e-3, momentum=0.5)
   opt_state = tx.init(params)
@@ -116,6 +145,70 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
   }
 
 
+def run_torch(name: str, medzoo: str, peer_dir: str, warmup: int, repeats: int) -> dict:
+  """MedicalZoo's module for `name` with the weights `run_one` saved in `peer_dir`, measured
+  like `run_one` (forward in eval mode under `torch.inference_mode()`; train step: soft Dice,
+  backward, SGD with momentum 0.5) with `os.cpu_count()` threads."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import medzoo_peer  # pylint: disable=g-import-not-at-top
+  import torch_unet3d  # pylint: disable=g-import-not-at-top
+
+  torch.set_num_threads(os.cpu_count())
+  model = medzoo_peer.build(medzoo, name)
+  x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.load(os.path.join(peer_dir,
+                                                                              "x.npy")), -1, 1)))
+  labels = torch.from_numpy(np.load(os.path.join(peer_dir, "labels.npy")).astype(np.int64))
+  medzoo_peer.copy_weights(model, x, medzoo_peer.load_layers(os.path.join(peer_dir,
+                                                                          "layers.npz")))
+
+  def forward():
+    model.eval()
+    with torch.inference_mode():
+      return model(x)
+
+  logits = np.moveaxis(forward().numpy(), 1, -1)
+  want = np.load(os.path.join(peer_dir, "logits.npy"))
+  optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.5)
+
+  def train_step():
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch_unet3d.dice_loss(model(x), labels, NUM_CLASSES)
+    loss.backward()
+    optimizer.step()
+
+  forward_s = timed_median(forward, warmup, repeats)
+  train_s = timed_median(train_step, warmup, repeats)
+  return {
+      "model": name, "peer": f"MedicalZoo {medzoo_peer.MODELS[name][1]} (torch {torch.__version__})",
+      "params": int(sum(p.numel() for p in model.parameters())),
+      "max_abs_logit_diff": float(np.abs(logits - want).max()) if logits.shape == want.shape
+      else None, "forward_s": forward_s, "train_step_s": train_s, "peak_mb": _peak_rss_mb(),
+  }
+
+
+def _format_peer_table(rows: list[dict]) -> str:
+  head = (f"{'model':<14}{'max |dlogit|':>13}{'forward s':>19}{'train s':>19}{'peak MB':>17}"
+          f"{'ratio: fwd':>12}{'train':>7}{'peak':>7}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    peer = r.get("medzoo")
+    if not peer or "error" in r:
+      continue
+    if "error" in peer:
+      lines.append(f"{r['model']:<14}  MedicalZoo failed: {peer['error']}")
+      continue
+    diff = peer["max_abs_logit_diff"]
+    diff_s = f"{diff:.1e}" if diff is not None else "shape!"
+    lines.append(
+        f"{r['model']:<14}{diff_s:>13}{r['forward_s']:>10.2f} /{peer['forward_s']:>6.2f}"
+        f"{r['train_step_s']:>10.2f} /{peer['train_step_s']:>6.2f}"
+        f"{r['peak_mb']:>9.0f} /{peer['peak_mb']:>6.0f}"
+        f"{r['forward_s'] / peer['forward_s']:>12.2f}"
+        f"{r['train_step_s'] / peer['train_step_s']:>7.2f}{r['peak_mb'] / peer['peak_mb']:>7.2f}")
+  return "\n".join(lines)
+
+
 def _format_table(rows: list[dict]) -> str:
   head = (f"{'model':<14}{'params':>12}{'output':>14}{'compile s':>11}{'forward s':>11}"
           f"{'train s':>10}{'peak MB':>10}{'XLA temp MB':>13}")
@@ -143,33 +236,59 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--conv_method", default="",
                       help="the models' conv_method (default: each model's own, 'auto')")
   parser.add_argument("--json", default="", help="also write the rows to this file")
+  parser.add_argument("--medzoo", default="",
+                      help="a MedicalZoo-pytorch checkout: also run each network's own PyTorch "
+                      "module (lib/medzoo) with the same weights and print the ratios")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--worker_torch", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--peer_dir", default="", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.repeats < 1 or args.warmup < 0:
     parser.error("--repeats must be >= 1 and --warmup >= 0")
 
   if args.worker:
     print(json.dumps(run_one(args.worker, args.size, args.batch, args.warmup, args.repeats,
-                            args.conv_method)))
+                            args.conv_method, args.peer_dir)))
     return
+  if args.worker_torch:
+    result = run_torch(args.worker_torch, args.medzoo, args.peer_dir, args.warmup, args.repeats)
+    print(json.dumps(result))  # MedicalZoo's modules print too: this is the last line
+    return
+  if args.medzoo:
+    import medzoo_peer  # pylint: disable=g-import-not-at-top
+    medzoo_peer.import_class(args.medzoo, "VNET")  # a bad path fails here, before any run
+
+  def child(*flags) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), *flags, "--size", str(args.size),
+           "--batch", str(args.batch), "--warmup", str(args.warmup),
+           "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
   rows = []
   for name in [m.strip().upper() for m in args.models.split(",") if m.strip()]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
-           "--batch", str(args.batch), "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats), "--conv_method", args.conv_method]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-      tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-      rows.append({"model": name, "error": tail})
-    else:
-      rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="medjax_models_") as peer_dir:
+      peer = args.medzoo and name in _peer_models()
+      row = child("--worker", name, "--conv_method", args.conv_method,
+                  *(("--peer_dir", peer_dir) if peer else ()))
+      row.setdefault("model", name)
+      if peer and "error" not in row:
+        row["medzoo"] = child("--worker_torch", name, "--medzoo", args.medzoo,
+                              "--peer_dir", peer_dir)
+      rows.append(row)
     print(_format_table(rows[-1:]).splitlines()[-1], flush=True)
   device = next((r["device"] for r in rows if "device" in r), "?")
   print(f"\nbatch {args.batch}, {args.size}^3 x {NUM_MODALITIES} modalities, {NUM_CLASSES} "
         f"classes, device {device}; median of {args.repeats} after {args.warmup} warm-up; peak "
         "memory = max RSS of the process (CPU) or peak device bytes (accelerator).")
   print(_format_table(rows))
+  if any("medzoo" in r for r in rows):
+    print(f"\nAgainst MedicalZoo's own PyTorch modules ({args.medzoo}), same weights and input; "
+          "times and peak as medjax / MedicalZoo; max |dlogit|: the largest difference of their "
+          "eval-mode logits.")
+    print(_format_peer_table(rows))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=2)

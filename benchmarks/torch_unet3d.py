@@ -3,7 +3,8 @@
 `build(base_features)` makes the module (NCDHW, layer for layer medjax's UNet3D: Conv3d with bias,
 BatchNorm3d(eps 1e-5, momentum 0.1), ReLU, max-pool, ConvTranspose3d up-convolution, 1x1x1
 classifier); `copy_weights(model, flat)` loads medjax variables flattened to `params/...` and
-`batch_stats/...` keys, so the two networks compute the same function. torch is imported lazily:
+`batch_stats/...` keys, so the two networks compute the same function; `dice_loss` is medjax's
+soft Dice in torch, the loss of the benchmarks' train steps. torch is imported lazily:
 a parent process that only imports this module never loads it.
 """
 
@@ -89,3 +90,17 @@ def copy_weights(model, flat: dict[str, np.ndarray], num_levels: int = 4) -> Non
   model.classifier.weight.data = tensor(
       flat["params/classifier/kernel"].transpose(4, 3, 0, 1, 2))
   model.classifier.bias.data = tensor(flat["params/classifier/bias"])
+
+
+def dice_loss(logits, labels, num_classes: int = NUM_CLASSES):
+  """medjax.losses.dice_loss defaults in torch: softmax, background kept, per (sample, class).
+
+  `logits` `[B, K, D, H, W]`, `labels` int64 `[B, D, H, W]`.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  probs = torch.softmax(logits, dim=1)
+  onehot = torch.nn.functional.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype)
+  axes = tuple(range(2, logits.ndim))
+  intersection = (probs * onehot).sum(axes)
+  denominator = probs.sum(axes) + onehot.sum(axes)
+  return (1.0 - (2.0 * intersection + 1e-5) / (denominator + 1e-5)).mean()

@@ -72,17 +72,6 @@ def _reset_peak_rss() -> bool:
     return False
 
 
-def _torch_dice_loss(logits, labels):
-  """medjax.losses.dice_loss defaults in torch: softmax, background kept, per (sample, class)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  probs = torch.softmax(logits, dim=1)
-  onehot = torch.nn.functional.one_hot(labels, NUM_CLASSES).movedim(-1, 1).to(probs.dtype)
-  axes = tuple(range(2, logits.ndim))
-  intersection = (probs * onehot).sum(axes)
-  denominator = probs.sum(axes) + onehot.sum(axes)
-  return (1.0 - (2.0 * intersection + 1e-5) / (denominator + 1e-5)).mean()
-
-
 # ---------------------------------------------------------------------------------------------
 # Workers: each answers one JSON line per command read from stdin.
 
@@ -256,7 +245,7 @@ class _TorchWorker:
   def _step(self) -> float:
     self.model.train()
     self.optimizer.zero_grad(set_to_none=True)
-    loss = _torch_dice_loss(self.model(self.x), self.labels)
+    loss = torch_unet3d.dice_loss(self.model(self.x), self.labels)
     loss.backward()
     self.optimizer.step()
     return float(loss.detach())
