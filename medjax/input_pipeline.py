@@ -40,6 +40,7 @@ import numpy as np
 
 from medjax.data import build
 from medjax.data import datasets
+from medjax.data import fingerprint as fingerprint_lib
 from medjax.data import naming
 from medjax.data import normalize
 from medjax.data import preprocessing as preprocessing_lib
@@ -157,13 +158,33 @@ def split_cases(config: ml_collections.ConfigDict, builder=None
           datasets.Cases(builder, "train", [index[c] for c in val_ids]))
 
 
+def training_fingerprint(builder, cases) -> fingerprint_lib.Selection | None:
+  """The built dataset's fingerprint of `cases` (the run's training cases, `datasets.Cases` or
+  `JoinedCases`), or None when the dataset has none (built before medjax wrote fingerprints, or
+  a crop config) or it lacks one of the cases. Reads case ids, never volumes."""
+  data = fingerprint_lib.read(builder.data_dir)
+  if data is None:
+    return None
+  parts = cases.parts if isinstance(cases, datasets.JoinedCases) else [cases]
+  if not all(isinstance(p, datasets.Cases) for p in parts):
+    return None
+  ids, keys = {}, []
+  for part in parts:
+    if part.split not in ids:
+      ids[part.split] = datasets.case_ids(builder, part.split)
+    keys.extend((part.split, ids[part.split][r]) for r in part.records)
+  return fingerprint_lib.select(data, keys)
+
+
 def fit_preprocessing(config: ml_collections.ConfigDict,
                       builder=None) -> preprocessing_lib.Preprocessing:
-  """The run's `Preprocessing`: `config.dataset`'s choices and the training cases' statistics."""
+  """The run's `Preprocessing`: `config.dataset`'s choices and the training cases' statistics
+  (from the dataset's fingerprint where it has them, else by reading the cases)."""
   ds = _dataset_config(config)
   builder = builder or ensure_dataset(config)
   train, _ = split_cases(config, builder)
-  return preprocessing_lib.fit(ds, datasets.names(builder), train)
+  return preprocessing_lib.fit(ds, datasets.names(builder), train,
+                               fingerprint=training_fingerprint(builder, train))
 
 
 def _is_crop_dataset(builder) -> bool:

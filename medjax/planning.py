@@ -38,6 +38,7 @@ import numpy as np
 
 from medjax import input_pipeline
 from medjax import io
+from medjax.data import fingerprint as fingerprint_lib
 from medjax.data import geometry
 from medjax.models import unet3d
 from medjax.training import checks
@@ -318,29 +319,37 @@ def describe(p: Plan) -> str:
 # --- The plan of a training config (config.plan). ---
 
 
-def median_case_shape(cases: Sequence[Any], preprocessing: Any
+def median_case_shape(cases: Sequence[Any], preprocessing: Any, *,
+                      fingerprint: Any = None
                       ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
   """(median shape, voxel spacing) of `cases` on the network's grid, as `preprocessing` makes it.
 
   Each case is reoriented and cropped to its non-zero box as `preprocessing` says, without
-  resampling (the cheap part of `geometry.forward`, as `preprocessing.fit` measures spacings);
-  its shape after resampling is then `geometry.resampled_shape` of that shape, its spacing and
-  the target spacing, the shape `Preprocessing.prepare` gives. The median is nnU-Net's
+  resampling (`fingerprint.CaseFingerprint.grid`, the shape and spacing `geometry.forward`
+  gives before resampling, as `preprocessing.fit` measures spacings); its shape after
+  resampling is then `geometry.resampled_shape` of that shape, its spacing and the target
+  spacing, the shape `Preprocessing.prepare` gives. The median is nnU-Net's
   `median_image_size_in_voxels` (per axis, rounded). The spacing is the target spacing, or the
   cases' median spacing when each case keeps its own.
 
   Args:
-    cases: `layouts.Case`s (e.g. `datasets.Cases`), read once each.
+    cases: `layouts.Case`s (e.g. `datasets.Cases`), read once each unless `fingerprint` is
+      given.
     preprocessing: the run's `preprocessing.Preprocessing`.
+    fingerprint: the dataset fingerprint of `cases` (`fingerprint.Selection`, see
+      `input_pipeline.training_fingerprint`); then no case is read.
   """
-  if not len(cases):
+  if fingerprint is not None:
+    measured = list(fingerprint.cases)
+  else:
+    measured = [fingerprint_lib.of_case(case, intensities=False) for case in cases]
+  if not measured:
     raise ValueError("no training cases to plan the crop from.")
   target = preprocessing.target_spacing
   shapes, spacings = [], []
-  for case in cases:
-    _, _, record = geometry.forward(case.image, case.affine, orientation=preprocessing.orientation,
-                                    target_spacing=None, crop_nonzero=preprocessing.crop_nonzero)
-    shape, spacing = record.shape_before_resampling, record.spacing_before_resampling
+  for case in measured:
+    shape, spacing = case.grid(orientation=preprocessing.orientation,
+                               crop_nonzero=preprocessing.crop_nonzero)
     shapes.append(shape if target is None else geometry.resampled_shape(shape, spacing, target))
     spacings.append(spacing)
   median = tuple(max(1, int(round(s))) for s in np.median(np.asarray(shapes), axis=0))
@@ -394,7 +403,8 @@ def plan_dataset(config: ml_collections.ConfigDict, builder: Any, preprocessing:
                      f"{builder.name}/{builder.builder_config.name} holds crops sampled in "
                      "advance; use the 'full' config.")
   train, _ = input_pipeline.split_cases(config, builder)
-  median, spacing = median_case_shape(train, preprocessing)
+  median, spacing = median_case_shape(
+      train, preprocessing, fingerprint=input_pipeline.training_fingerprint(builder, train))
   return plan_from_config(config, median_shape=median, num_cases=len(train), spacing=spacing,
                           num_devices=num_devices)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from medjax.data import datasets
+from medjax.data import fingerprint
 from medjax.data import layouts
 from medjax.data import normalize
 from medjax.data import preprocessing
@@ -484,11 +485,19 @@ def test_fit_ct_stats_sample_large_foreground_reproducibly():
   cases = _ct_cases((25, 25, 20), foreground=(12_500, 11_000))  # more than 10,000 each
   ds = _ds_config(orientation="none", target_spacing="none", crop_nonzero=False)
   a = preprocessing.fit(ds, CT_NAMES, cases).intensity_stats[0]
-  b = preprocessing.fit(ds, CT_NAMES, cases).intensity_stats[0]
-  assert a == b
-  values = np.concatenate([c.image[..., 0][c.label > 0] for c in cases])
-  assert a["mean"] != values.mean()  # 2 x 10,000 samples, not all 23,500 voxels
-  assert a["mean"] == pytest.approx(values.mean(), abs=30.0)  # uniform on [-1000, 2000)
+  b = preprocessing.fit(ds, CT_NAMES, list(reversed(cases))).intensity_stats[0]
+  assert a == b  # seeded by case id, not by position
+  values = np.concatenate([c.image[..., 0][c.label > 0] for c in cases]).astype(np.float64)
+  # Mean and std from the moments of all 23,500 voxels; percentiles from 2 x 10,000 samples.
+  assert a["mean"] == pytest.approx(values.mean(), rel=1e-12)
+  assert a["std"] == pytest.approx(values.std(), rel=1e-12)
+  samples = np.concatenate([
+      normalize.foreground_samples(c.image[..., 0], c.label,
+                                   rng=fingerprint.case_rng(c.case_id, 0))
+      for c in cases])
+  assert samples.size == 20_000
+  lo, hi = np.percentile(samples, (0.5, 99.5))
+  assert (a["percentile_00_5"], a["percentile_99_5"]) == (lo, hi)
   assert values.min() <= a["percentile_00_5"] < a["percentile_99_5"] <= values.max()
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+import functools
+from typing import Sequence
 
 import tensorflow_datasets as tfds
 
@@ -37,7 +38,8 @@ def _layout_lines(year: int) -> str:
           "        (optional; the `test` split)")
 
 
-class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+              tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for BraTS 2018-2020 (reads the downloads as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -85,8 +87,8 @@ class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder)
     self.info.metadata["grades"] = dict(found.grades)
     return tfds_features.case_splits(self._generate_examples, found.training, found.test)
 
-  def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
-                         ) -> Iterator[tuple[str, dict]]:
-    return tfds_features.case_examples(
-        cases, num_channels=len(medzoo_layouts.BRATS_CHANNELS),
-        label_values=medzoo_layouts.BRATS_LABEL_VALUES)
+  def _generate_examples(self, cases: Sequence[layouts.CaseFiles], split: str):
+    return self.records(split, cases, functools.partial(
+        tfds_features.case_records, builder_name=self.name,
+        num_channels=len(medzoo_layouts.BRATS_CHANNELS),
+        label_values=medzoo_layouts.BRATS_LABEL_VALUES))

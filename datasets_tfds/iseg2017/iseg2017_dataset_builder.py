@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+import functools
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from medjax.data import datasets
 from medjax.data import iseg
 from medjax.data import normalize
 from medjax.data import sampling
@@ -55,7 +56,8 @@ def subvolumes_config(name: str, crop_size: tuple[int, int, int], *,
       validation_samples_per_subject=validation_samples_per_subject, **kwargs)
 
 
-class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+              tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for iSeg-2017 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.1.0")
@@ -141,40 +143,49 @@ class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder)
       splits["test"] = self._generate_examples(test, "test")
     return splits
 
-  def _generate_examples(self, subjects: list[iseg.SubjectFiles],
-                         split: str) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(self, subjects: list[iseg.SubjectFiles], split: str):
     config = self.builder_config
-    for files in subjects:
-      subject = iseg.load_subject(files)
-      sid = subject.subject_id
-      base = {
-          "has_label": subject.label is not None,
-          "spacing": np.asarray(subject.spacing, np.float32),
-          "subject_id": np.int32(sid),
-      }
-      if config.crop_size is None:
-        label = subject.label if subject.label is not None else np.zeros((0, 0, 0), np.uint8)
-        yield f"subject-{sid}", dict(
-            base, t1=subject.image[..., 0], t2=subject.image[..., 1], label=label,
-            affine=subject.affine.astype(np.float32))
-        continue
-      stats = [normalize.volume_stats(subject.image[..., c], config.clip_percentiles)
-               for c in range(subject.image.shape[-1])]
-      sampler = sampling.CropSampler(
-          subject.label, config.crop_size, threshold=config.threshold,
-          rule=config.threshold_rule, subject=f"subject {sid} ({files.label})")
-      num = (config.train_samples_per_subject if split == "train"
-             else config.validation_samples_per_subject)
-      # One stream per (seed, subject, split): a subject's crops do not depend on which other
-      # subjects are present or on their order.
-      rng = sampling.crop_rng(config.seed, sid * len(_SPLIT_CODES) + _SPLIT_CODES[split])
-      for k in range(num):
-        start = sampler.sample(rng)
-        image = sampling.crop(subject.image, start, config.crop_size)
-        yield f"subject-{sid}-crop-{k:05d}", dict(
-            base, t1=np.ascontiguousarray(image[..., 0]),
-            t2=np.ascontiguousarray(image[..., 1]),
-            label=np.ascontiguousarray(sampling.crop(subject.label, start, config.crop_size)),
-            affine=sampling.crop_affine(subject.affine, start).astype(np.float32),
-            crop_start=np.asarray(start, np.int32), t1_stats=stats[0], t2_stats=stats[1])
+    # Whole subjects are cases with a fingerprint; crops are not (planning refuses them).
+    return self.records(split, subjects,
+                        functools.partial(subject_records, config=config, split=split),
+                        with_fingerprint=config.crop_size is None)
 
+
+def subject_records(files: iseg.SubjectFiles, *, config: Iseg2017Config, split: str
+                    ) -> tfds_features.Records:
+  """Loads one subject -> `([(key, example), ...], fingerprint or None)`: its whole volumes
+  (`full`) or its crops, the same in process and on a Beam worker."""
+  subject = iseg.load_subject(files)
+  sid = subject.subject_id
+  base = {
+      "has_label": subject.label is not None,
+      "spacing": np.asarray(subject.spacing, np.float32),
+      "subject_id": np.int32(sid),
+  }
+  if config.crop_size is None:
+    label = subject.label if subject.label is not None else np.zeros((0, 0, 0), np.uint8)
+    example = dict(base, t1=subject.image[..., 0], t2=subject.image[..., 1], label=label,
+                   affine=subject.affine.astype(np.float32))
+    return ([(f"subject-{sid}", example)],
+            tfds_features.example_fingerprint(datasets.ISEG2017, example))
+  stats = [normalize.volume_stats(subject.image[..., c], config.clip_percentiles)
+           for c in range(subject.image.shape[-1])]
+  sampler = sampling.CropSampler(
+      subject.label, config.crop_size, threshold=config.threshold,
+      rule=config.threshold_rule, subject=f"subject {sid} ({files.label})")
+  num = (config.train_samples_per_subject if split == "train"
+         else config.validation_samples_per_subject)
+  # One stream per (seed, subject, split): a subject's crops do not depend on which other
+  # subjects are present or on their order.
+  rng = sampling.crop_rng(config.seed, sid * len(_SPLIT_CODES) + _SPLIT_CODES[split])
+  examples = []
+  for k in range(num):
+    start = sampler.sample(rng)
+    image = sampling.crop(subject.image, start, config.crop_size)
+    examples.append((f"subject-{sid}-crop-{k:05d}", dict(
+        base, t1=np.ascontiguousarray(image[..., 0]),
+        t2=np.ascontiguousarray(image[..., 1]),
+        label=np.ascontiguousarray(sampling.crop(subject.label, start, config.crop_size)),
+        affine=sampling.crop_affine(subject.affine, start).astype(np.float32),
+        crop_start=np.asarray(start, np.int32), t1_stats=stats[0], t2_stats=stats[1])))
+  return examples, None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import functools
+from typing import Sequence
 
 import tensorflow_datasets as tfds
 
@@ -13,7 +14,8 @@ from medjax.data import tfds_features
 _HOMEPAGE = "http://iseg2019.web.unc.edu/"
 
 
-class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+              tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for iSeg-2019 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -41,8 +43,8 @@ class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder)
     found = medzoo_layouts.find_iseg2019(dl_manager.manual_dir)
     return tfds_features.case_splits(self._generate_examples, found.training, found.test)
 
-  def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
-                         ) -> Iterator[tuple[str, dict]]:
-    return tfds_features.case_examples(
-        cases, num_channels=len(medzoo_layouts.ISEG2019_CHANNELS),
-        label_values=medzoo_layouts.ISEG2019_LABEL_VALUES)
+  def _generate_examples(self, cases: Sequence[layouts.CaseFiles], split: str):
+    return self.records(split, cases, functools.partial(
+        tfds_features.case_records, builder_name=self.name,
+        num_channels=len(medzoo_layouts.ISEG2019_CHANNELS),
+        label_values=medzoo_layouts.ISEG2019_LABEL_VALUES))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import functools
+from typing import Sequence
 
 import tensorflow_datasets as tfds
 
@@ -13,7 +14,8 @@ from medjax.data import tfds_features
 _HOMEPAGE = "https://mrbrains18.isi.uu.nl/"
 
 
-class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+              tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for MRBrainS18 (reads the download as distributed; manual download)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -43,10 +45,10 @@ class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder)
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     found = medzoo_layouts.find_mrbrains2018(dl_manager.manual_dir)
     # The 23 test subjects were never released (the challenge evaluated submitted containers).
-    return {"train": self._generate_examples(found.training)}
+    return {"train": self._generate_examples(found.training, "train")}
 
-  def _generate_examples(self, cases: Sequence[layouts.CaseFiles]
-                         ) -> Iterator[tuple[str, dict]]:
-    return tfds_features.case_examples(
-        cases, num_channels=len(medzoo_layouts.MRBRAINS2018_CHANNELS),
-        label_values=medzoo_layouts.MRBRAINS2018_LABEL_VALUES)
+  def _generate_examples(self, cases: Sequence[layouts.CaseFiles], split: str):
+    return self.records(split, cases, functools.partial(
+        tfds_features.case_records, builder_name=self.name,
+        num_channels=len(medzoo_layouts.MRBRAINS2018_CHANNELS),
+        label_values=medzoo_layouts.MRBRAINS2018_LABEL_VALUES))

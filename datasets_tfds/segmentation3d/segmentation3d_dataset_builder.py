@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+import functools
 
 import tensorflow_datasets as tfds
 
@@ -23,7 +23,8 @@ class Segmentation3dConfig(tfds.core.BuilderConfig):
   """
 
 
-class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+              tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for a 3-D segmentation dataset in the nnU-Net v2 or Decathlon layout."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -69,12 +70,13 @@ class Builder(tfds_features.ArrayRecordDefault, tfds.core.GeneratorBasedBuilder)
     self.info.metadata.update(tfds_features.metadata(
         description.channel_names, description.class_names, description.label_values,
         layout=description.layout, name=description.name, file_ending=description.file_ending))
-    splits = {"train": self._generate_examples(description, description.training)}
+    splits = {"train": self._generate_examples(description, description.training, "train")}
     if description.test:
-      splits["test"] = self._generate_examples(description, description.test)
+      splits["test"] = self._generate_examples(description, description.test, "test")
     return splits
 
   def _generate_examples(self, description: layouts.DatasetDescription,
-                         cases: tuple[layouts.CaseFiles, ...]) -> Iterator[tuple[str, dict]]:
-    return tfds_features.case_examples(cases, num_channels=description.num_channels,
-                                       label_values=description.label_values)
+                         cases: tuple[layouts.CaseFiles, ...], split: str):
+    return self.records(split, cases, functools.partial(
+        tfds_features.case_records, builder_name=self.name,
+        num_channels=description.num_channels, label_values=description.label_values))

@@ -126,7 +126,7 @@ def test_metadata_round_trip(builders, layout):
 def test_example_keys_are_case_ids():
   builder = segmentation3d.Builder(config="default", data_dir="/nonexistent")
   description = layouts.read_dataset(NNUNET)
-  keys = [k for k, _ in builder._generate_examples(description, description.training)]
+  keys = [k for k, _ in builder._generate_examples(description, description.training, "train")]
   assert keys == ["dummy_001", "dummy_002", "dummy_003"]
 
 

@@ -20,6 +20,17 @@ the dataset's layout is written there first (see `medjax.data.synthetic`).
 
 The build runs in a temporary folder inside `data_dir` and is moved into place only when it is
 complete, so a failure (bad input file, interruption) leaves no partial dataset behind.
+
+Datasets of thousands of scans build on Apache Beam (`pip install 'medjax[beam]'`) with
+`--beam_pipeline_options`, parsed as `tfds build` parses its flag of that name:
+
+  python -m medjax.data.build --dataset=segmentation3d --manual_dir=~/data/Dataset001_Brain \
+      --beam_pipeline_options=runner=DirectRunner,direct_num_workers=8,\
+direct_running_mode=multi_processing
+
+(or a Dataflow / Spark / Flink runner's options). The records are the in-process build's, record
+for record; an input file that fails on a worker gives the in-process build's one-line error.
+Both builds write the dataset fingerprint (`medjax.data.fingerprint`) beside the records.
 """
 
 from __future__ import annotations
@@ -109,8 +120,47 @@ def open_builder(name: str, data_dir: str | os.PathLike, config: Any = None):
   return builder_class(name)(data_dir=os.fspath(pathlib.Path(data_dir).expanduser()), **kwargs)
 
 
+def pipeline_options(options: Any):
+  """`--beam_pipeline_options` text (`runner=DirectRunner,direct_num_workers=2`) -> Beam's
+  `PipelineOptions`, parsed as `tfds build` parses it; a `PipelineOptions` passes through.
+
+  Imports apache_beam (`pip install medjax[beam]`).
+  """
+  if not isinstance(options, str):
+    return options
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError(f"beam_pipeline_options={options!r} needs Apache Beam: pip install "
+                     "'medjax[beam]' (or apache-beam).") from e
+  return beam.options.pipeline_options.PipelineOptions(
+      flags=[f"--{o.strip()}" for o in options.split(",") if o.strip()])
+
+
+# How a Beam worker's exception comes back: in process (DirectRunner in_memory) as the same
+# type with " [while running 'train/Load']" appended; from worker processes
+# (multi_processing, portable runners) as a RuntimeError whose text is the worker's traceback,
+# holding "ValueError: <message>" lines.
+_WORKER_ERROR = re.compile(
+    r"^(ValueError|FileNotFoundError): (.+?)(?: \[while running '[^']*'\])?$", re.MULTILINE)
+_BEAM_SUFFIX = re.compile(r" \[while running '[^']*'\]$")
+
+
+def worker_error(e: BaseException) -> ValueError | FileNotFoundError | None:
+  """The input-file error a Beam worker raised, as the one-line error the in-process build
+  gives (`ValueError` / `FileNotFoundError` naming the file), or None for any other error."""
+  if isinstance(e, (ValueError, FileNotFoundError)):
+    return type(e)(_BEAM_SUFFIX.sub("", str(e).strip()))
+  found = _WORKER_ERROR.search(str(e))
+  if found is None:
+    return None
+  kind = ValueError if found.group(1) == "ValueError" else FileNotFoundError
+  return kind(found.group(2))
+
+
 def build(name: str, *, manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
-          config: Any = None, overwrite: bool = False) -> tfds.core.DatasetBuilder:
+          config: Any = None, overwrite: bool = False,
+          beam_options: Any = None) -> tfds.core.DatasetBuilder:
   """Builds one config of dataset `name` from the files in `manual_dir` into `data_dir`.
 
   Args:
@@ -120,6 +170,9 @@ def build(name: str, *, manual_dir: str | os.PathLike, data_dir: str | os.PathLi
     config: a config name or object; None or '' = the dataset's default (for `segmentation3d`
       a config named after the dataset in `manual_dir`).
     overwrite: rebuild even when the config is already built.
+    beam_options: build with Apache Beam: `PipelineOptions`, or their text as for
+      `--beam_pipeline_options` (e.g. "runner=DirectRunner,direct_num_workers=2,
+      direct_running_mode=multi_processing"). None builds in this process, without Beam.
 
   Returns:
     The builder, ready for `as_data_source(split)`.
@@ -151,8 +204,18 @@ def build(name: str, *, manual_dir: str | os.PathLike, data_dir: str | os.PathLi
   try:
     kwargs = {} if config is None else {"config": config}
     builder = builder_class(name)(data_dir=str(tmp), **kwargs)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir)))
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir),
+        beam_options=None if beam_options is None else pipeline_options(beam_options))
+    try:
+      builder.download_and_prepare(download_config=download_config)
+    except Exception as e:  # pylint: disable=broad-except
+      if beam_options is None:
+        raise
+      worker = worker_error(e)
+      if worker is None:
+        raise
+      raise worker from e
     built = dataset_dir(tmp, config, name)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -213,6 +276,11 @@ def _define_flags() -> None:
   flags.DEFINE_list("config", [], "Configs to build (default: the dataset's default; "
                     f"iseg2017 has {ISEG2017_CONFIG_NAMES}).")
   flags.DEFINE_bool("overwrite", False, "Rebuild configs that are already built.")
+  flags.DEFINE_string(
+      "beam_pipeline_options", None,
+      "Build with Apache Beam (pip install 'medjax[beam]'): comma-separated pipeline options, "
+      "as for `tfds build`, e.g. runner=DirectRunner,direct_num_workers=2,"
+      "direct_running_mode=multi_processing. Unset: build in this process, without Beam.")
   flags.DEFINE_bool("builtin_data", False, "Write built-in synthetic data to --manual_dir first "
                     "when that folder does not exist (iseg2017, segmentation3d).")
   flags.DEFINE_enum("builtin_layout", "nnunet", ["nnunet", "decathlon"],
@@ -247,7 +315,7 @@ def main(argv: Sequence[str]) -> None:
   try:
     for config in f.config or [None]:
       builder = build(f.dataset, manual_dir=manual_dir, data_dir=f.data_dir, config=config,
-                      overwrite=f.overwrite)
+                      overwrite=f.overwrite, beam_options=f.beam_pipeline_options or None)
       print(f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}: "
             f"{builder.data_dir} "
             f"({', '.join(f'{k}={v.num_examples}' for k, v in builder.info.splits.items())})")

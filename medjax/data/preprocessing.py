@@ -36,14 +36,13 @@ import numpy as np
 
 from medjax import io
 from medjax.data import datasets
+from medjax.data import fingerprint as fingerprint_lib
 from medjax.data import geometry
 from medjax.data import normalize
 
 FILENAME = "preprocessing.json"
 TARGET_SPACING_RULES = ("median", "nnunet", "none")
 LABEL_METHODS = geometry.LABEL_METHODS
-# Seed of the foreground samples behind the `ct` statistics (one stream per case).
-_CT_SEED = 1234
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,41 +249,57 @@ def config_choices(ds_config: Any, names: datasets.DatasetNames) -> dict[str, An
       label_method=str(ds_config.resample_label))
 
 
-def fit(ds_config: Any, names: datasets.DatasetNames,
-        train_cases: Sequence[Any]) -> Preprocessing:
+def fit(ds_config: Any, names: datasets.DatasetNames, train_cases: Sequence[Any], *,
+        fingerprint: fingerprint_lib.Selection | None = None) -> Preprocessing:
   """The `Preprocessing` of a training run from `config.dataset` and its training cases.
 
-  Reads the cases (`layouts.Case`, e.g. `datasets.Cases`) only when a choice needs them: a
-  target spacing from the training set ('median': the median voxel size per axis of the
-  reoriented cases, as nnU-Net's default; 'nnunet': the same with nnU-Net's rule for
-  anisotropic data, `geometry.target_spacing`) or `ct` statistics (foreground intensities of
-  every case, `normalize.ct_stats`).
+  Measures the cases only when a choice needs them: a target spacing from the training set
+  ('median': the median voxel size per axis of the reoriented, cropped cases, as nnU-Net's
+  default; 'nnunet': the same with nnU-Net's rule for anisotropic data,
+  `geometry.target_spacing`) or `ct` statistics (`fingerprint.SplitCombiner`'s: mean and std
+  of every foreground voxel, 0.5 / 99.5 percentiles of up to 10,000 sampled per case).
+
+  With the built dataset's fingerprint of these cases (`fingerprint`, see
+  `input_pipeline.training_fingerprint`) no case is read: spacings and shapes come from its
+  per-case entries, `ct` statistics from its split statistics when the training cases are
+  exactly one whole split (`Selection.channels`). Otherwise the cases (`layouts.Case`, e.g.
+  `datasets.Cases`) are read and fingerprinted the way the build does, so both give the same
+  `Preprocessing`.
   """
   choices = config_choices(ds_config, names)
   modes = choices["normalization"]
   spacing_rule = parse_target_spacing(ds_config.target_spacing)
-  need_ct = "ct" in modes
+  ct_channels = [c for c, mode in enumerate(modes) if mode == "ct"]
   need_spacing = isinstance(spacing_rule, str) and spacing_rule != "none"
-  spacings, shapes, samples = [], [], [[] for _ in modes]
-  if need_ct or need_spacing:
+  stats: list[dict[str, float] | None] = [None] * len(modes)
+  geometries = None
+  if fingerprint is not None:
+    geometries = fingerprint.cases if need_spacing else None
+    stats = [fingerprint.ct_stats(c) if c in ct_channels else None for c in range(len(modes))]
+  load_spacing = need_spacing and geometries is None
+  load_ct = any(stats[c] is None for c in ct_channels)
+  if load_spacing or load_ct:
     if not len(train_cases):
       raise ValueError("no training cases to compute the preprocessing statistics from.")
-    for i, case in enumerate(train_cases):
-      if need_spacing:
-        _, _, record = geometry.forward(case.image, case.affine,
-                                        orientation=choices["orientation"], target_spacing=None,
-                                        crop_nonzero=choices["crop_nonzero"])
-        spacings.append(record.spacing_before_resampling)
-        shapes.append(record.shape_before_resampling)
-      if need_ct:
-        if case.label is None:
-          raise ValueError(f"training case {case.case_id} has no label; the 'ct' "
-                           "normalisation needs labelled foreground.")
-        rng = np.random.default_rng([_CT_SEED, i])
-        for c, mode in enumerate(modes):
-          if mode == "ct":
-            samples[c].append(normalize.foreground_samples(case.image[..., c], case.label,
-                                                           rng=rng))
+    measured = []
+    for case in train_cases:
+      if load_ct and case.label is None:
+        raise ValueError(f"training case {case.case_id} has no label; the 'ct' "
+                         "normalisation needs labelled foreground.")
+      measured.append(fingerprint_lib.of_case(case, intensities=load_ct))
+    if load_spacing:
+      geometries = measured
+    if load_ct:
+      channels = fingerprint_lib.reduce_split(measured)["channels"]
+      for c in ct_channels:
+        if channels[c] is None:
+          raise ValueError("no foreground voxels in the training cases: the 'ct' normalisation "
+                           "needs labelled foreground to compute its intensity statistics.")
+        stats[c] = {k: float(channels[c][k]) for k in normalize.CT_STATS_FIELDS}
+  if need_spacing:
+    grids = [g.grid(orientation=choices["orientation"], crop_nonzero=choices["crop_nonzero"])
+             for g in geometries]
+    shapes, spacings = [g[0] for g in grids], [g[1] for g in grids]
   if spacing_rule == "none":
     target = None
   elif spacing_rule == "median":
@@ -293,8 +308,6 @@ def fit(ds_config: Any, names: datasets.DatasetNames,
     target = geometry.target_spacing(spacings, shapes)
   else:
     target = spacing_rule
-  stats = tuple(normalize.ct_stats(np.concatenate(samples[c])) if mode == "ct" else None
-                for c, mode in enumerate(modes))
   return Preprocessing(
-      names=names, intensity_stats=stats,
+      names=names, intensity_stats=tuple(stats),
       target_spacing=None if target is None else tuple(float(s) for s in target), **choices)

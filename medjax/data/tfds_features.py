@@ -17,17 +17,22 @@ without TensorFlow:
     info = tfds.builder_from_directory(path).info
     info.metadata["class_names"]        # a list (JSON has no tuples)
 
-The builders share `ArrayRecordDefault` (iseg2017 too), `info`, `case_splits` and `case_examples`.
+The builders share `CaseBuilder` and `ArrayRecordDefault` (iseg2017 too), `info`, `case_splits`
+and `case_records`. `CaseBuilder` runs the same `case_records` in process or, when the build
+asks for it, as an Apache Beam pipeline, and writes the dataset fingerprint
+(`medjax.data.fingerprint`) beside the records.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from medjax.data import case_files
+from medjax.data import datasets
+from medjax.data import fingerprint
 
 # The keys `metadata` always writes.
 METADATA_KEYS = ("channel_names", "class_names", "label_values")
@@ -132,19 +137,93 @@ def info(builder: tfds.core.DatasetBuilder, *, homepage: str,
   )
 
 
-def case_splits(generate: Callable[[Sequence[case_files.CaseFiles]], Iterator[Any]],
+def case_splits(generate: Callable[[Sequence[case_files.CaseFiles], str], Any],
                 training: Sequence[case_files.CaseFiles],
-                test: Sequence[case_files.CaseFiles] = ()) -> dict[str, Iterator[Any]]:
-  """`{"train": generate(training)}`, plus `"test"` when there are test cases."""
-  splits = {"train": generate(training)}
+                test: Sequence[case_files.CaseFiles] = ()) -> dict[str, Any]:
+  """`{"train": generate(training, "train")}`, plus `"test"` when there are test cases."""
+  splits = {"train": generate(training, "train")}
   if test:
-    splits["test"] = generate(test)
+    splits["test"] = generate(test, "test")
   return splits
 
 
-def case_examples(cases: Iterable[case_files.CaseFiles], *, num_channels: int,
-                  label_values: Sequence[int]) -> Iterator[tuple[str, dict[str, Any]]]:
-  """Loads each case and yields `(case_id, example)` (for a builder's `_generate_examples`)."""
-  for files in cases:
-    case = case_files.load_case(files, num_channels=num_channels, label_values=label_values)
-    yield case.case_id, to_example(case)
+Records = tuple[list[tuple[str, dict[str, Any]]], "fingerprint.CaseFingerprint | None"]
+
+
+def case_records(files: case_files.CaseFiles, *, builder_name: str, num_channels: int,
+                 label_values: Sequence[int]) -> Records:
+  """Loads one case -> `([(case_id, example)], its fingerprint)`: the one code path from a
+  case's files to what a build writes, whether it runs in process or on a Beam worker."""
+  case = case_files.load_case(files, num_channels=num_channels, label_values=label_values)
+  example = to_example(case)
+  return [(case.case_id, example)], example_fingerprint(builder_name, example)
+
+
+def example_fingerprint(builder_name: str, example: dict[str, Any]) -> fingerprint.CaseFingerprint:
+  """The fingerprint of a whole-case example, of the arrays exactly as they will be read back
+  (`datasets.case_from_example`), so it equals the fingerprint of the built record."""
+  return fingerprint.of_case(datasets.case_from_example(builder_name, example))
+
+
+def beam_requested(download_config: tfds.download.DownloadConfig) -> bool:
+  """Whether a build asked for Apache Beam: a `beam_runner` or `beam_options` in its
+  DownloadConfig (`tfds build --beam_pipeline_options=...`, `medjax.data.build
+  --beam_pipeline_options=...`), TFDS's own test for an explicitly configured pipeline."""
+  return download_config.beam_runner is not None or download_config.beam_options is not None
+
+
+class CaseBuilder:
+  """Builder mixin: each input item -> its records by one function, in process or on Beam.
+
+  A builder's `_generate_examples(items, split)` returns `self.records(split, items, process)`,
+  where `process(item)` (picklable: a module-level function or a `functools.partial` of one)
+  loads one item and returns `([(key, example), ...], CaseFingerprint or None)`. Without Beam
+  this is a generator that calls `process` in this process; when the build asked for Beam
+  (`beam_requested`) it is a `beam.PTransform` (`medjax.data.beam_build.ItemRecords`) that
+  TFDS runs in its pipeline, `beam.Create(items) | beam.FlatMap(process)`, so a Beam build
+  writes the in-process build's records. apache_beam is imported only then.
+
+  The fingerprints of each split are reduced by `fingerprint.SplitCombiner` (in process, or as
+  a `beam.CombineGlobally` per split) and written as `fingerprint.json` in the dataset folder,
+  inside TFDS's temporary folder, so it appears together with the records or not at all. A
+  split whose items give no fingerprint (crops) writes none.
+
+  Put it first: `class Builder(tfds_features.CaseBuilder, tfds_features.ArrayRecordDefault,
+  tfds.core.GeneratorBasedBuilder)`.
+  """
+
+  _use_beam = False
+  _fingerprints: dict[str, dict[str, Any]] | None = None
+
+  def _download_and_prepare(self, dl_manager, download_config):  # pylint: disable=arguments-differ
+    # TFDS decides Beam by what `_generate_examples` returns and gives the builder only the
+    # DownloadConfig; read the request here, before `_split_generators` runs.
+    self._use_beam = beam_requested(download_config)
+    self._fingerprints = {}
+    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    if self._use_beam:
+      from medjax.data import beam_build  # pylint: disable=g-import-not-at-top
+      self._fingerprints.update(beam_build.collect_fingerprints(self.data_path))
+    if self._fingerprints:
+      (self.data_path / fingerprint.FILENAME).write_text(fingerprint.to_json(self._fingerprints))
+
+  def records(self, split: str, items: Sequence[Any],
+              process: Callable[[Any], Records], *, with_fingerprint: bool = True):
+    """The examples of `split`: a generator, or a `beam.PTransform` when Beam was asked for."""
+    if self._use_beam:
+      from medjax.data import beam_build  # pylint: disable=g-import-not-at-top
+      return beam_build.ItemRecords(list(items), process, split=split,
+                                    fingerprint_dir=self.data_path if with_fingerprint else None)
+    return self._records_in_process(split, items, process, with_fingerprint)
+
+  def _records_in_process(self, split, items, process, with_fingerprint):
+    combiner = fingerprint.SplitCombiner()
+    acc = combiner.create_accumulator()
+    for item in items:
+      examples, case_fingerprint = process(item)
+      yield from examples
+      if with_fingerprint and case_fingerprint is not None:
+        acc = combiner.add_input(acc, case_fingerprint)
+    # Reached only when TFDS read every example (not with max_examples_per_split).
+    if with_fingerprint and acc and self._fingerprints is not None:
+      self._fingerprints[split] = combiner.extract_output(acc)
