@@ -161,7 +161,8 @@ def split_cases(config: ml_collections.ConfigDict, builder=None
 def training_fingerprint(builder, cases) -> fingerprint_lib.Selection | None:
   """The built dataset's fingerprint of `cases` (the run's training cases, `datasets.Cases` or
   `JoinedCases`), or None when the dataset has none (built before medjax wrote fingerprints, or
-  a crop config) or it lacks one of the cases. Reads case ids, never volumes."""
+  a crop config) or it lacks one of the cases. Never reads a volume: a whole split is the
+  fingerprint's split, a subset is matched by the case ids of its records."""
   data = fingerprint_lib.read(builder.data_dir)
   if data is None:
     return None
@@ -170,6 +171,14 @@ def training_fingerprint(builder, cases) -> fingerprint_lib.Selection | None:
     return None
   ids, keys = {}, []
   for part in parts:
+    entry = data["splits"].get(part.split)
+    if entry is None:
+      return None
+    if len(parts) == 1 and part.is_whole_split and len(part) == entry["num_cases"]:
+      # The whole split: its fingerprint, without reading the records' ids (order does not
+      # matter to fit or planning: medians, percentiles and pooled statistics).
+      keys.extend((part.split, c.case_id) for c in entry["cases"])
+      continue
     if part.split not in ids:
       ids[part.split] = datasets.case_ids(builder, part.split)
     keys.extend((part.split, ids[part.split][r]) for r in part.records)

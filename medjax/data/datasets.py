@@ -124,6 +124,11 @@ class Cases(Sequence[case_files.Case]):
   def __len__(self) -> int:
     return len(self.records)
 
+  @property
+  def is_whole_split(self) -> bool:
+    """Whether the sequence covers every record of its split, each once."""
+    return sorted(self.records) == list(range(len(self._source)))
+
   def __getitem__(self, i: int) -> case_files.Case:  # type: ignore[override]
     return case_from_example(self.builder_name, self._source[self.records[i]])
 

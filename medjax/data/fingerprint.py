@@ -426,7 +426,7 @@ class Selection:
   """The fingerprint of a run's training cases.
 
   Attributes:
-    cases: the training cases' fingerprints, in the run's order.
+    cases: the training cases' fingerprints (in no particular order).
     channels: per channel, the split's statistics (`CHANNEL_FIELDS`, or None), when the
       training cases are exactly one whole split; else None (statistics of the split would not
       be the training cases').
@@ -447,7 +447,7 @@ def select(data: Mapping[str, Any] | None,
 
   Args:
     data: `read`'s result (None: no fingerprint).
-    case_ids: the run's training cases as (split, case id), in the run's order.
+    case_ids: the run's training cases as (split, case id).
   """
   if data is None or not case_ids:
     return None
