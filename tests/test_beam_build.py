@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import load_experiment_config
+from datasets_tfds.iseg2017 import iseg2017_dataset_builder as iseg2017
 from medjax import input_pipeline
 from medjax import planning
 from medjax.data import build
@@ -54,8 +55,8 @@ def _assert_same_build(a, b):
       for key in x:
         np.testing.assert_array_equal(x[key], y[key], err_msg=f"{split} {key}")
   assert dict(a.info.metadata or {}) == dict(b.info.metadata or {})
-  files = lambda d: sorted(p.name for p in pathlib.Path(d).iterdir())  # pylint: disable=unnecessary-lambda-assignment
-  assert files(a.data_dir) == files(b.data_dir)
+  assert (sorted(p.name for p in pathlib.Path(a.data_dir).iterdir())
+          == sorted(p.name for p in pathlib.Path(b.data_dir).iterdir()))
   fa, fb = (pathlib.Path(d) / fingerprint.FILENAME for d in (a.data_dir, b.data_dir))
   assert fa.is_file() == fb.is_file()
   if fa.is_file():
@@ -99,7 +100,6 @@ def test_beam_build_equals_in_process_build_iseg2017(iseg_raw, tmp_path):
 
 
 def test_beam_build_of_crops_equals_in_process_build(iseg_raw, tmp_path):
-  from datasets_tfds.iseg2017 import iseg2017_dataset_builder as iseg2017  # pylint: disable=g-import-not-at-top
   config = iseg2017.subvolumes_config("test_crops_8", (8, 8, 8), train_samples_per_subject=3,
                                       validation_samples_per_subject=2, seed=5)
   local = build.build("iseg2017", manual_dir=iseg_raw, data_dir=tmp_path / "local",
@@ -159,6 +159,32 @@ def test_bad_file_on_a_beam_worker_gives_the_in_process_error(tmp_path):
   assert errors["in_memory"] == errors["local"]
   assert errors["multi_processing"] == errors["local"]
   assert "\n" not in errors["multi_processing"]
+
+
+def _tfds_build(manual, data_dir, *options):
+  """`tfds build segmentation3d ...` through TFDS's own command's code (without TensorFlow)."""
+  # Imported here: the CLI's modules are not needed by the other tests.
+  from tensorflow_datasets.scripts.cli import build as cli  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.scripts.cli import cli_utils  # pylint: disable=g-import-not-at-top
+  parse = cli_utils.make_flags_parser(cli.Args, "tfds build")
+  parse(["tfds", "segmentation3d", "--manual_dir", str(manual), "--data_dir", str(data_dir),
+         "--imports", "datasets_tfds.segmentation3d.segmentation3d_dataset_builder",
+         *options]).execute()
+  return data_dir / "segmentation3d" / "default" / "1.0.0"
+
+
+def test_tfds_build_command_uses_beam_only_when_given_pipeline_options(tmp_path):
+  manual = synthetic.write_nnunet_layout(tmp_path / "raw", shape=(8, 8, 8), num_train=2)
+  built = _tfds_build(manual, tmp_path / "beam", "--beam_pipeline_options", IN_MEMORY)
+  assert (built / fingerprint.FILENAME).is_file()
+  assert (built / "dataset_info.json").is_file()
+  # A failing case shows who ran it: Beam names its transform, the in-process build does not.
+  _corrupt_label(manual, "brain_001")
+  with pytest.raises(ValueError, match=r"\[while running 'train/Load'\]"):
+    _tfds_build(manual, tmp_path / "beam2", "--beam_pipeline_options", IN_MEMORY)
+  with pytest.raises(ValueError, match="brain_001") as e:
+    _tfds_build(manual, tmp_path / "local")
+  assert "while running" not in str(e.value)
 
 
 def test_worker_error_unwraps_a_worker_traceback():
