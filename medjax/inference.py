@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec as P
 import numpy as np
 import tqdm
 
@@ -39,6 +40,7 @@ import tqdm
 # re-exported so that `medjax.inference.X` keeps working.
 from medjax.inference_windows import (BLEND_MODES, _as_triple, get_scan_interval, importance_map,
                                       window_starts, window_starts_1d)
+from medjax.training import mesh as mesh_lib
 
 __all__ = ["ACTIVATIONS", "BLEND_MODES", "PADDING_MODES", "get_scan_interval", "importance_map",
            "make_predictor", "make_softmax_predictor", "predict_volume", "sliding_window_inference",
@@ -72,8 +74,7 @@ def _normalize_flip_axes(flip_axes: Sequence[Sequence[int] | int] | None
   return tuple(variants)
 
 
-@functools.partial(jax.jit, static_argnames=("roi_size",))
-def _gather(padded: Array, starts: Array, roi_size: tuple[int, int, int]) -> Array:
+def _cut_windows(padded: Array, starts: Array, roi_size: tuple[int, int, int]) -> Array:
   """Cuts windows `[n, *roi, C]` at `starts [n, 4]` = (batch index, d, h, w) out of `padded`."""
   size = (1, *roi_size, padded.shape[-1])
 
@@ -83,26 +84,40 @@ def _gather(padded: Array, starts: Array, roi_size: tuple[int, int, int]) -> Arr
   return jax.vmap(one)(starts)
 
 
+@functools.lru_cache(maxsize=32)
+def _gather_on(mesh: Mesh, roi_size: tuple[int, int, int]) -> Callable[[Array, Array], Array]:
+  """`_cut_windows` with each device cutting its own share of the windows from its replica."""
+  return jax.jit(jax.shard_map(functools.partial(_cut_windows, roi_size=roi_size), mesh=mesh,
+                               in_specs=(P(), P("data")), out_specs=P("data")))
+
+
+def _gather(padded: Array, starts: Array, roi_size: tuple[int, int, int], mesh: Mesh) -> Array:
+  """Windows `[n, *roi, C]` at `starts [n, 4]` (sharded on 'data') of `padded` (replicated)."""
+  return _gather_on(mesh, roi_size)(padded, starts)
+
+
 @functools.partial(jax.jit, static_argnames=("axes",))
 def _flip(x: Array, axes: tuple[int, ...]) -> Array:
   """Flips the spatial `axes` of `[n, D, H, W, C]` (its own inverse)."""
   return jnp.flip(x, axis=tuple(a + 1 for a in axes))
 
 
-@functools.partial(jax.jit, donate_argnums=(0, 1))
-def _accumulate(outs: tuple[Array, ...], count: Array, preds: tuple[Array, ...], starts: Array,
-                valid: Array, weights: Array) -> tuple[tuple[Array, ...], Array]:
+def _accumulate_local(outs: tuple[Array, ...], count: Array, preds: tuple[Array, ...],
+                      starts: Array, valid: Array, weights: Array
+                      ) -> tuple[tuple[Array, ...], Array]:
   """Adds `valid_j * weights * preds_j` into each of `outs` and `valid_j * weights` into `count`.
 
+  One device's share: its windows go into its own partial sums, which `_finish` adds up.
   Windows of one batch may overlap, so they are added one after the other (a `fori_loop`).
 
   Args:
-    outs: one `[B, D, H, W, K_i]` running weighted sum per predictor output.
-    count: `[B, D, H, W, 1]` running sum of weights (shared: the outputs have one spatial size).
+    outs: one `[1, B, D, H, W, K_i]` running weighted sum per predictor output.
+    count: `[1, B, D, H, W, 1]` running sum of weights (shared: the outputs have one spatial
+      size).
     preds: one `[n, d, h, w, K_i]` window prediction per output.
     starts: `[n, 4]` (batch index, d, h, w) of each window in `outs`.
-    valid: `[n]` 1 for real windows, 0 for the repeats that fill the last batch with
-      `pad_last_batch=True`.
+    valid: `[n]` 1 for real windows, 0 for the repeats that fill a batch up (`pad_last_batch`,
+      or a multiple of the device count).
     weights: `[d, h, w]` importance map.
   """
   weights = weights[..., None].astype(jnp.float32)
@@ -122,7 +137,46 @@ def _accumulate(outs: tuple[Array, ...], count: Array, preds: tuple[Array, ...],
     count = jax.lax.dynamic_update_slice(count, region + w[None], start)
     return tuple(new_outs), count
 
-  return jax.lax.fori_loop(0, preds[0].shape[0], body, (tuple(outs), count))
+  outs, count = jax.lax.fori_loop(0, preds[0].shape[0], body,
+                                  (tuple(o[0] for o in outs), count[0]))
+  return tuple(o[None] for o in outs), count[None]
+
+
+@functools.lru_cache(maxsize=32)
+def _accumulate_on(mesh: Mesh) -> Callable[..., tuple[tuple[Array, ...], Array]]:
+  """`_accumulate_local` on every device of `mesh` at once, the buffers donated (in place)."""
+  data = P("data")
+  return jax.jit(jax.shard_map(_accumulate_local, mesh=mesh,
+                               in_specs=(data, data, data, data, data, P()),
+                               out_specs=(data, data)),
+                 donate_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=32)
+def _finish_on(mesh: Mesh, crop: tuple[tuple[int, int], ...]
+               ) -> Callable[[tuple[Array, ...], Array], list[Array]]:
+  """Sums the devices' partial sums and weights, divides, crops to the scan; replicated."""
+
+  def finish(outs, count):
+    count = count.sum(0)
+    index = (slice(None),) + tuple(slice(lo, lo + size) for lo, size in crop)
+    return [(out.sum(0) / count)[index] for out in outs]
+
+  return jax.jit(finish, out_shardings=mesh_lib.replicated(mesh))
+
+
+def _on_mesh(predictor: Predictor, mesh: Mesh) -> Predictor:
+  """The predictor with the arrays it was bound to (`functools.partial(fn, variables)`) put on
+  every device of `mesh`, so that it runs where its windows are; a no-op for arrays there."""
+  if not isinstance(predictor, functools.partial):
+    return predictor
+  sharding = mesh_lib.replicated(mesh)
+
+  def put(tree):
+    return jax.tree.map(lambda x: jax.device_put(x, sharding)
+                        if isinstance(x, (jax.Array, np.ndarray)) else x, tree)
+
+  return functools.partial(predictor.func, *put(predictor.args), **put(predictor.keywords))
 
 
 def _predict_with_flips(predictor: Predictor, windows: Array,
@@ -140,10 +194,14 @@ def _predict_with_flips(predictor: Predictor, windows: Array,
 
 
 def _output_spec(predictor: Predictor, sw_batch_size: int, roi: tuple[int, ...], channels: int,
-                 dtype: Any) -> tuple[Any, tuple[int, int, int], list[int]]:
-  """Structure, common output ROI and channel counts of the predictor's output(s)."""
+                 dtype: Any, sharding: Any = None
+                 ) -> tuple[Any, tuple[int, int, int], list[int]]:
+  """Structure, common output ROI and channel counts of the predictor's output(s).
+
+  `sharding`: that of the windows, so that the predictor's trace here is the one its calls reuse.
+  """
   in_shape = (sw_batch_size, *roi, channels)
-  out_struct = jax.eval_shape(predictor, jax.ShapeDtypeStruct(in_shape, dtype))
+  out_struct = jax.eval_shape(predictor, jax.ShapeDtypeStruct(in_shape, dtype, sharding=sharding))
   leaves, treedef = jax.tree_util.tree_flatten(out_struct)
   if not leaves or any(len(leaf.shape) != 5 or leaf.shape[0] != sw_batch_size
                        for leaf in leaves):
@@ -173,6 +231,7 @@ def sliding_window_inference(
     flip_axes: Sequence[Sequence[int] | int] | None = None,
     pad_last_batch: bool = False,
     progress: bool = False,
+    devices: Sequence[jax.Device] | None = None,
 ) -> Any:
   """Blended sliding-window prediction over whole scans (MONAI semantics, channels-last).
 
@@ -193,6 +252,17 @@ def sliding_window_inference(
   (no batch statistics, nothing summed over the batch), or the repeats change the real windows'
   predictions.
 
+  Devices: each batch of windows is spread over `devices` (default: all of this process's
+  devices, `jax.local_devices()`), on a 1-D mesh with the windows sharded on its axis and the
+  scan and the predictor's bound arguments replicated, so K devices run K shares of a batch at
+  once. The window batch is `sw_batch_size` rounded up to a multiple of K (MONAI's
+  `sw_batch_size` counts windows per call, as here; each device gets `sw_batch_size / K`), and a
+  last batch with fewer windows is filled up to a multiple of K with repeats of its last window,
+  weighted 0 (the `pad_last_batch` caveat below applies with K > 1). Each device adds its
+  windows into partial sums of its own; they are summed once at the end, so K devices give the
+  one-device result up to float rounding. With one device this is exactly the one-device
+  computation.
+
   Args:
     inputs: scans `[B, D, H, W, C]`.
     roi_size: window size `(d, h, w)` or one int; `None` or a value <= 0 takes the image size.
@@ -204,7 +274,8 @@ def sliding_window_inference(
       input ROI (valid convolutions), see the module docstring. It is jitted here unless it
       already is (a `jax.jit` function or a `functools.partial` of one): pass a jitted function
       of `(variables, x)` as `functools.partial(fn, variables)` to reuse its compilation across
-      calls.
+      calls. The arguments bound by such a partial are put on every one of `devices`; arrays a
+      predictor closes over instead must be replicated there or uncommitted.
     overlap: fraction of overlap between neighbouring windows, in [0, 1); one per axis allowed.
     mode: `constant` (equal weights) or `gaussian` (weights fall off towards window edges).
     sigma_scale: Gaussian sigma as a fraction of the (output) ROI size; one per axis allowed.
@@ -216,10 +287,13 @@ def sliding_window_inference(
       flipped variant (flipped back), before blending.
     pad_last_batch: fill a short last batch with repeated windows (see above); default False.
     progress: show a tqdm bar over window batches.
+    devices: the devices of this process that share each window batch (default: all local
+      devices).
 
   Returns:
     float32 `[B, D, H, W, K]` blended predictions (same spatial size as `inputs`), or the
-    predictor's structure (tuple, list, dict) of such arrays `[B, D, H, W, K_i]`.
+    predictor's structure (tuple, list, dict) of such arrays `[B, D, H, W, K_i]`, replicated
+    on `devices`.
 
   Raises:
     ValueError: bad shapes or hyper-parameters, a predictor whose output is larger than its
@@ -242,11 +316,18 @@ def sliding_window_inference(
   roi = tuple(image_size_[i] if r is None or r <= 0 else int(r)
               for i, r in enumerate(_as_triple(roi_size, "roi_size", lambda v: v)))
   variants = _normalize_flip_axes(flip_axes)
+  mesh = mesh_lib.local_mesh(devices)
+  num_devices = mesh.devices.size
+  # Every device gets the same number of windows per call.
+  sw_batch_size = -(-sw_batch_size // num_devices) * num_devices
+  windows_sharding = mesh_lib.batch_sharded(mesh)
   if not _is_jitted(predictor):
     predictor = jax.jit(predictor)
+  predictor = _on_mesh(predictor, mesh)
 
   # Output ROI of the predictor (smaller than `roi` for valid convolutions).
-  treedef, out_roi, num_out = _output_spec(predictor, sw_batch_size, roi, channels, inputs.dtype)
+  treedef, out_roi, num_out = _output_spec(predictor, sw_batch_size, roi, channels, inputs.dtype,
+                                             windows_sharding)
   if any(o > r or o < 1 for o, r in zip(out_roi, roi)):
     raise ValueError(f"predictor output ROI {out_roi} is larger than its input ROI {roi}; only "
                      "outputs of the same size or a centred smaller size are supported.")
@@ -263,18 +344,24 @@ def sliding_window_inference(
   if any(a or b for a, b in pad_width):
     kwargs = {"constant_values": cval} if padding_mode == "constant" else {}
     padded = jnp.pad(inputs, pad_width, mode=PADDING_MODES[padding_mode], **kwargs)
-  crop = (slice(None),) + tuple(slice(lo, lo + s) for lo, s in zip(pad_lo, image_size_))
+  # A copy of the scan on every device: each cuts its own windows out of it.
+  padded = jax.device_put(padded, mesh_lib.replicated(mesh))
+  crop = tuple((lo, s) for lo, s in zip(pad_lo, image_size_))
 
   if image_size == out_roi:
     # The scan fits in one ROI: one pass per image, nothing to blend.
+    index = (slice(None),) + tuple(slice(lo, lo + s) for lo, s in crop)
     outs = []
     for b0 in range(0, batch, sw_batch_size):
       chunk = padded[b0:b0 + sw_batch_size]
       n = chunk.shape[0]
-      if pad_last_batch and n < sw_batch_size:  # keep the compiled batch size
-        chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], sw_batch_size - n, axis=0)])
+      size = sw_batch_size if pad_last_batch else -(-n // num_devices) * num_devices
+      if n < size:  # keep the compiled batch size, or give every device a share
+        chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], size - n, axis=0)])
+      chunk = jax.device_put(chunk, windows_sharding)
       outs.append([p[:n] for p in _predict_with_flips(predictor, chunk, variants)])
-    leaves = [jnp.concatenate(parts)[crop] for parts in zip(*outs)]
+    leaves = [jax.device_put(jnp.concatenate(parts)[index], mesh_lib.replicated(mesh))
+              for parts in zip(*outs)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
   if roi_weight_map is not None:
@@ -291,22 +378,30 @@ def sliding_window_inference(
       np.tile(positions, (batch, 1))], axis=1)  # [B * N, 4]
   total = len(starts)
   num_batches = -(-total // sw_batch_size)
-  fill = num_batches * sw_batch_size - total if pad_last_batch else 0
+  last = total - (num_batches - 1) * sw_batch_size
+  # Repeats of the last window (weight 0) fill the last batch up to `sw_batch_size`, or to a
+  # multiple of the device count.
+  fill = sw_batch_size - last if pad_last_batch else -(-last // num_devices) * num_devices - last
   valid = np.concatenate([np.ones(total, np.float32), np.zeros(fill, np.float32)])
   starts = np.concatenate([starts, np.repeat(starts[-1:], fill, axis=0)])
 
-  outs = tuple(jnp.zeros((batch, *image_size, k), jnp.float32) for k in num_out)
-  count = jnp.zeros((batch, *image_size, 1), jnp.float32)
+  # One partial sum per device ([K, B, D, H, W, .], sharded on K), added up by `_finish_on`.
+  outs = tuple(jnp.zeros((num_devices, batch, *image_size, k), jnp.float32,
+                         device=windows_sharding) for k in num_out)
+  count = jnp.zeros((num_devices, batch, *image_size, 1), jnp.float32, device=windows_sharding)
+  weights = jax.device_put(weights, mesh_lib.replicated(mesh))
+  accumulate = _accumulate_on(mesh)
   chunks = range(num_batches)
   if progress:
     chunks = tqdm.tqdm(chunks, desc="sliding window", unit="batch", leave=False)
   for i in chunks:
     sl = slice(i * sw_batch_size, (i + 1) * sw_batch_size)
-    chunk_starts = jnp.asarray(starts[sl])
-    windows = _gather(padded, chunk_starts, roi)
+    chunk_starts = jax.device_put(starts[sl], windows_sharding)
+    windows = _gather(padded, chunk_starts, roi, mesh)
     preds = tuple(_predict_with_flips(predictor, windows, variants))
-    outs, count = _accumulate(outs, count, preds, chunk_starts, jnp.asarray(valid[sl]), weights)
-  leaves = [(out / count)[crop] for out in outs]
+    outs, count = accumulate(outs, count, preds, chunk_starts,
+                             jax.device_put(valid[sl], windows_sharding), weights)
+  leaves = _finish_on(mesh, crop)(outs, count)
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -346,7 +441,8 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
                    padding_mode: str = "constant",
                    flip_axes: Sequence[Sequence[int] | int] | None = None,
                    pad_last_batch: bool = False, progress: bool = False,
-                   activation: str = "softmax", members: bool = False) -> np.ndarray:
+                   activation: str = "softmax", members: bool = False,
+                   devices: Sequence[jax.Device] | None = None) -> np.ndarray:
   """Class probabilities of one scan: softmax (or sigmoid) of the model, blended over windows.
 
   Args:
@@ -354,8 +450,9 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
     variables: its variables (`{'params': ..., 'batch_stats': ...}`).
     image: one normalised scan `[D, H, W, C]`.
     roi_size, overlap, mode, sw_batch_size, sigma_scale, padding_mode, flip_axes,
-      pad_last_batch, progress: as in `sliding_window_inference` (the model must treat windows
-      independently, e.g. batch norm in inference mode, for `pad_last_batch=True`).
+      pad_last_batch, progress, devices: as in `sliding_window_inference` (the model must treat
+      windows independently, e.g. batch norm in inference mode, for `pad_last_batch=True` or
+      several devices).
     activation: 'softmax' or 'sigmoid' (`make_predictor`).
     members: return each flip variant's blended probabilities (the unflipped one first) instead
       of their mean, for the spread between them (`prediction.ensemble.uncertainty`). The same
@@ -368,18 +465,20 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
   image = jnp.asarray(image)
   if image.ndim != 4:
     raise ValueError(f"image has shape {image.shape}: expected one scan [D, H, W, C].")
+  # On every device the windows go to (the members' predictor closes over them).
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh_lib.local_mesh(devices)))
   predictor = functools.partial(make_predictor(model, activation), variables)
   if members:
     probs = sliding_window_inference(
         image[None], roi_size, sw_batch_size,
         _flip_members(predictor, _normalize_flip_axes(flip_axes)), overlap=overlap, mode=mode,
         sigma_scale=sigma_scale, padding_mode=padding_mode, pad_last_batch=pad_last_batch,
-        progress=progress)
+        progress=progress, devices=devices)
     return np.stack([np.asarray(p[0]) for p in probs])
   probs = sliding_window_inference(
       image[None], roi_size, sw_batch_size, predictor, overlap=overlap, mode=mode,
       sigma_scale=sigma_scale, padding_mode=padding_mode, flip_axes=flip_axes,
-      pad_last_batch=pad_last_batch, progress=progress)
+      pad_last_batch=pad_last_batch, progress=progress, devices=devices)
   return np.asarray(probs[0])
 
 

@@ -13,6 +13,8 @@ or `imagesTr/`, or an iSeg-2017-layout folder):
       [--save_probabilities] [--which latest]
   python -m medjax.predict --workdir W/fold_0 --workdir W/fold_1 ... --tta \
       --uncertainty entropy --postprocessing W --input_dir DIR/imagesTs --output_dir ensemble
+  python -m medjax.predict --workdir W --input_dir DIR/imagesTs --output_dir predictions \
+      --num_shards=2 --shard_index=0   # and --shard_index=1 on another host or GPU
 
 The model, its variables, its training config and its preprocessing (`preprocessing.json`:
 orientation, voxel size, crop, normalisation, fitted to the training set) are restored from the
@@ -32,6 +34,13 @@ Several --workdir make an ensemble: each model prepares the scan with its own pr
 and the probabilities of all models (and, with --tta, of their flips) are averaged on the scan's
 grid. --postprocessing applies the largest-connected-component filter that `medjax.crossval`
 chose on the validation folds.
+
+Each batch of sliding windows is spread over all of this process's devices. --num_shards=N
+--shard_index=I (or, without them, `MEDJAX_NUM_PROCESSES` and `MEDJAX_PROCESS_ID`) makes this
+process segment its share of a folder: the cases whose rank in the sorted case names is I
+modulo N. N such processes, with I = 0..N-1 on one or several hosts, write together exactly
+what one process writes; they do not communicate, and a failed shard is rerun on its own
+(`medjax.prediction.shards`).
 
 For nnU-Net / Decathlon inputs `<name>` is the case id and `<label name>` is `<name>` (nnU-Net's
 `{case}.nii.gz`); for iSeg folders `<name>` is `subject-N`, for `--t1` the T1 file name without
@@ -98,6 +107,12 @@ def define_flags() -> None:
                       "connected component of the classes it lists.")
   flags.DEFINE_list("keep_largest_component", None, "Class ids whose largest connected "
                     "component alone is kept (the rest of the class becomes background).")
+  flags.DEFINE_integer("num_shards", None, "Split the cases among this many processes (hosts or "
+                       "GPUs), each segmenting its own share; default: $MEDJAX_NUM_PROCESSES, "
+                       "else 1.")
+  flags.DEFINE_integer("shard_index", None, "This process's share, 0..num_shards-1 (the cases "
+                       "whose rank in the sorted case names is shard_index modulo num_shards); "
+                       "default: $MEDJAX_PROCESS_ID, else 0.")
   flags.DEFINE_string("compile_cache", None, "Persistent XLA compilation cache directory "
                       "(default: $MEDJAX_COMPILE_CACHE_DIR or ~/.cache/medjax/jax_cache); "
                       "'off' to disable.")
@@ -119,7 +134,8 @@ def main(argv: list[str]) -> None:
                    uncertainty=FLAGS.uncertainty, postprocessing=FLAGS.postprocessing,
                    keep_largest_component=cli_errors.int_list(
                        FLAGS.keep_largest_component, "keep_largest_component",
-                       "class ids, e.g. 1,2"))
+                       "class ids, e.g. 1,2"),
+                   num_shards=FLAGS.num_shards, shard_index=FLAGS.shard_index)
 
 
 if __name__ == "__main__":

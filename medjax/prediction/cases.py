@@ -153,12 +153,19 @@ def select_cases(input_dir: str, subjects: list[str] | None,
   """Loaders of the cases of a folder: iSeg-2017 layout, or nnU-Net / Decathlon images
   (`{case}_{XXXX}` channel files, or one file per case); `subjects` picks some (all by default).
   """
+  return [load for _, load in select_named_cases(input_dir, subjects, names)]
+
+
+def select_named_cases(input_dir: str, subjects: list[str] | None,
+                       names: datasets.DatasetNames) -> list[tuple[str, Any]]:
+  """`select_cases` with each loader's case name (`Case.name`), known before loading it."""
   folder = pathlib.Path(input_dir).expanduser()
   if not folder.is_dir():
     raise FileNotFoundError(f"--input_dir {folder} does not exist or is not a folder; expected "
                             "a folder of images (e.g. imagesTs/) or an iSeg-2017 folder.")
   if _is_iseg_folder(folder):
-    return [functools.partial(load_iseg_case, f) for f in select_subjects(input_dir, subjects)]
+    return [(f"subject-{f.subject_id}", functools.partial(load_iseg_case, f))
+            for f in select_subjects(input_dir, subjects)]
   if (folder / "dataset.json").is_file():
     raise ValueError(f"--input_dir {folder} is a dataset folder; pass its images folder, e.g. "
                      f"{folder / 'imagesTs'}.")
@@ -171,7 +178,7 @@ def select_cases(input_dir: str, subjects: list[str] | None,
       raise ValueError(f"--subjects: cases {missing} are not in {folder} (it holds "
                        f"{sorted(found)[:10]}{' ...' if len(found) > 10 else ''}).")
     chosen = list(subjects)
-  return [functools.partial(_generic_case, found[c], names) for c in chosen]
+  return [(c, functools.partial(_generic_case, found[c], names)) for c in chosen]
 
 
 def check_modalities(case: Case, config: Any, workdir: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
+import jax
 import tqdm
 
 from medjax import checkpoint
@@ -19,7 +20,9 @@ from medjax.data import iseg
 from medjax.prediction import cases as cases_lib
 from medjax.prediction import ensemble
 from medjax.prediction import segment as segment_lib
+from medjax.prediction import shards as shards_lib
 from medjax.prediction import writing
+from medjax.training import mesh as mesh_lib
 
 
 def run(workdir: str | Sequence[str], *, output_dir: str, t1: str | None = None,
@@ -30,7 +33,8 @@ def run(workdir: str | Sequence[str], *, output_dir: str, t1: str | None = None,
         sw_batch_size: int | None = None, tta: bool = False,
         images: list[str] | None = None, uncertainty: str | None = None,
         postprocessing: str | None = None,
-        keep_largest_component: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        keep_largest_component: Sequence[int] | None = None,
+        num_shards: int | None = None, shard_index: int | None = None) -> list[dict[str, Any]]:
   """Restores the model of `workdir`, segments the given scans and writes their outputs.
 
   Give one of: `t1` (and `t2`) for an iSeg-style pair, `images` (one file per channel, or one
@@ -46,8 +50,18 @@ def run(workdir: str | Sequence[str], *, output_dir: str, t1: str | None = None,
   ids) or `postprocessing` (a `postprocessing.json` from `medjax.crossval`, or its folder) keeps
   only the largest connected component of those classes (`medjax.postprocessing`).
 
+  `num_shards` and `shard_index` (or, without them, the `jax.distributed` job or the
+  `MEDJAX_NUM_PROCESSES` / `MEDJAX_PROCESS_ID` variables: `shards.resolve`) segment one share
+  of the cases, those whose rank among the sorted case names is `shard_index` modulo
+  `num_shards`; N processes with indices 0..N-1 together write exactly the files of one run.
+  Each case's files are written atomically and by one process only; `run` writes nothing for
+  the folder as a whole, so the processes never write the same file.
+
+  Sliding-window batches are spread over every device of this process (`inference`).
+
   Returns:
-    One dict per case: `name`, the written `files`, and `dice` per class when a label is known.
+    One dict per case of this shard: `name`, the written `files`, and `dice` per class when a
+    label is known.
   """
   if fmt not in writing.FORMATS:
     raise ValueError(f"--format {fmt!r}: expected one of {writing.FORMATS}.")
@@ -64,6 +78,7 @@ def run(workdir: str | Sequence[str], *, output_dir: str, t1: str | None = None,
     raise ValueError("--label goes with --t1 or --images, not with --input_dir.")
   if postprocessing is not None and keep_largest_component is not None:
     raise ValueError("Give --postprocessing or --keep_largest_component, not both.")
+  shard = shards_lib.resolve(num_shards, shard_index)
   workdirs = [workdir] if isinstance(workdir, (str, os.PathLike)) else list(workdir)
   if not workdirs:
     raise ValueError("Give at least one --workdir.")
@@ -84,12 +99,16 @@ def run(workdir: str | Sequence[str], *, output_dir: str, t1: str | None = None,
     raise ValueError(f"largest-component classes {keep}: expected foreground class ids "
                      f"1..{num_classes - 1}.")
   if t1 is not None:
-    loaders = [lambda: case]
+    named = [(case.name, lambda: case)]
   elif images:
     case = cases_lib.load_images_case(list(images), label, names=names)
-    loaders = [lambda: case]
+    named = [(case.name, lambda: case)]
   else:
-    loaders = cases_lib.select_cases(input_dir, subjects, names)
+    named = cases_lib.select_named_cases(input_dir, subjects, names)
+  loaders = shards_lib.select([n for n, _ in named], [load for _, load in named], shard)
+  if shard.count > 1:
+    print(f"Shard {shard.index} of {shard.count} ({shard.source}): {len(loaders)} of "
+          f"{len(named)} case{'' if len(named) == 1 else 's'}.", flush=True)
   if values == "iseg" and names.label_values != iseg.LABEL_VALUES:
     raise ValueError(f"--values iseg needs an iSeg-2017 model (label values "
                      f"{iseg.LABEL_VALUES}); the checkpoint in {workdirs[0]} has label values "
@@ -142,6 +161,8 @@ class _Member:
     path = checkpoint.resolve_workdir(workdir)
     preprocessing = segment_lib.preprocessing_of(path, checkpoint.load_config(path))
     model, variables, config, restored = checkpoint.restore_model_and_step(path, which=which)
+    # Once on every local device, where the sliding windows of every case run.
+    variables = jax.device_put(variables, mesh_lib.replicated(mesh_lib.local_mesh()))
     print(f"Model: checkpoint {restored} (--which {which}).", flush=True)
     return cls(workdir, model, variables, config, preprocessing)
 

@@ -5,7 +5,8 @@ calls at each evaluation step: it loads the validation cases on first use and wr
 metrics and comparison images to TensorBoard and `<workdir>/eval/`.
 
 In a job of several processes every process evaluates every case (replicated, not sharded) on
-its own copy of the parameters; their metrics agree, and only the chief has a `writer`.
+its own copy of the parameters; their metrics agree, and only the chief has a `writer`. Within a
+process, each case's window batches are spread over all its devices (`inference`).
 """
 
 import functools
@@ -24,6 +25,7 @@ from medjax import metrics as metrics_lib
 from medjax import outputs
 from medjax import regions as regions_lib
 from medjax.data import preprocessing as preprocessing_lib
+from medjax.training import mesh as mesh_lib
 from medjax.training import multihost
 from medjax.training import state as state_lib
 from medjax.training import step as step_lib
@@ -33,7 +35,8 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
              config: ml_collections.ConfigDict,
              predictor: Callable[..., jax.Array] | None = None, *,
              preprocessing: preprocessing_lib.Preprocessing | None = None,
-             names: Sequence[str] | None = None) -> tuple[dict[str, float], list]:
+             names: Sequence[str] | None = None,
+             devices: Sequence[jax.Device] | None = None) -> tuple[dict[str, float], list]:
   """Sliding-window segmentation of each case; Dice per class and the training loss.
 
   Each case (`input_pipeline.load_eval_subjects`) is segmented on the prepared grid; with
@@ -47,6 +50,9 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
   With `config.dataset.regions` the outputs are region probabilities: each region is its
   probability > 0.5, scored with its own Dice (`val_dice_<region>`, `names` naming the
   regions), and the predicted class ids are painted from the regions (`regions.masks_to_classes`).
+
+  The window batches are spread over `devices` (default: every device of this process,
+  `inference.sliding_window_inference`), which changes the probabilities by float rounding only.
 
   Returns:
     `(metrics, predictions)`: metrics averaged over cases (`val_loss`, `val_dice_<class>`,
@@ -62,13 +68,15 @@ def evaluate(model: Any, variables: dict[str, Any], subjects: list[dict[str, Any
     names = (labels.default_class_names(num_classes) if regions is None else
              regions_lib.region_names(regions, {}))
   names = tuple(names)
+  # One copy on each device for all the cases, rather than one per case.
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh_lib.local_mesh(devices)))
   per_subject, predictions = [], []
   for subject in subjects:
     probs = inference.sliding_window_inference(
         jnp.asarray(subject["image"])[None], roi_size=tuple(config.eval.roi_size),
         sw_batch_size=config.eval.sw_batch_size,
         predictor=functools.partial(predictor, variables), overlap=config.eval.overlap,
-        mode=config.eval.mode)
+        mode=config.eval.mode, devices=devices)
     probs = np.asarray(probs[0])
     if preprocessing is not None and "record" in subject:
       probs = preprocessing.restore(probs, subject["record"],

@@ -7,6 +7,7 @@ global batch, so 1 device and N devices give the same result for the same global
 on several hosts after `jax.distributed.initialize()`: each host feeds its slice of the batch.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -18,6 +19,26 @@ def create_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh named 'data' over `devices` (default: every device of every host)."""
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), ("data",))
+
+
+def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named 'data' over this process's own devices (default: all of them).
+
+  For work each process does alone, such as sliding-window inference of a scan: its arrays are
+  fully addressable here, so it runs the same inside a job of several processes, with no
+  collective that the other processes would have to join.
+
+  Raises:
+    ValueError: no devices, or a device that belongs to another process.
+  """
+  devices = jax.local_devices() if devices is None else list(devices)
+  if not devices:
+    raise ValueError("local_mesh: expected at least one device.")
+  others = [d for d in devices if d.process_index != jax.process_index()]
+  if others:
+    raise ValueError(f"local_mesh: devices {others} belong to other processes; expected devices "
+                     f"of this process (jax.local_devices()).")
+  return create_mesh(devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
