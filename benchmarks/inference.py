@@ -1,7 +1,7 @@
 r"""Whole-scan segmentation time and peak memory: medjax against PyTorch + MONAI, same network.
 
   python benchmarks/inference.py [--base_features 32] [--shape 144,192,256] [--roi 64,64,64] \
-      [--overlap 0.25] [--mode gaussian] [--sw_batch_size 1] [--skip_torch]
+      [--overlap 0.25] [--mode gaussian] [--sw_batch_size 1] [--skip_torch] [--devices N]
 
 One invocation segments one random two-modality scan (the iSeg-2017 size by default) with
 medjax's UNet3D (`medjax.inference.sliding_window_inference`) and with a PyTorch twin of the same
@@ -12,6 +12,13 @@ BatchNorm running statistics are randomised so the twin check exercises every la
 the time of one warm segmentation (compilation / warm-up on one window done before), peak RSS,
 the RSS before the timed run, the ratio medjax / PyTorch, and the agreement of the two outputs
 (max |probability difference| and the fraction of voxels with the same argmax).
+
+`--devices N` spreads medjax's window batches over the first N local devices (its default is
+all of them); on a CPU-only machine the medjax child is given N fake CPU devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=N`). Those share the same cores, so on CPU
+the figure checks that sharding costs little, not that it is faster. The window batch is
+`--sw_batch_size` rounded up to a multiple of N (as `sliding_window_inference` does); PyTorch
++ MONAI always runs on one device.
 
 Needs `pip install torch monai` (the CPU wheel of torch; `pip install -e .[bench]`).
 """
@@ -72,22 +79,36 @@ def _worker_medjax(args, workdir: str) -> dict:
   flat = dict(np.load(os.path.join(workdir, "weights.npz")))
   variables = jax.tree.map(jnp.asarray, _unflatten(flat))
   scan = np.load(os.path.join(workdir, "scan.npy"))
+  from medjax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   predictor = inference.make_softmax_predictor(model)
   roi = tuple(args.roi)
-  t0 = time.perf_counter()  # compile the window-batch predictor once (same shape as the run)
-  warm = jnp.zeros((args.sw_batch_size, *roi, NUM_MODALITIES), jnp.float32)
-  predictor(variables, warm).block_until_ready()
+  devices = jax.local_devices()[:args.devices] if args.devices else jax.local_devices()
+  if args.devices and len(devices) < args.devices:
+    raise ValueError(f"--devices {args.devices}: this machine has {len(devices)}.")
+  mesh = mesh_lib.local_mesh(devices)
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+  # Compile the window-batch predictor once (as the run calls it: on every device, with the
+  # run's window batch) on a scan of two windows; the run itself then compiles only the cheap
+  # cutting and adding of windows for its scan size, as before.
+  t0 = time.perf_counter()
+  warm = np.zeros((1, roi[0] + 1, *roi[1:], NUM_MODALITIES), np.float32)
+  inference.sliding_window_inference(
+      warm, roi, args.sw_batch_size, functools.partial(predictor, variables),
+      overlap=args.overlap, mode=args.mode, devices=devices).block_until_ready()
   compile_s = time.perf_counter() - t0
   rss_before = _rss_mb()
   t0 = time.perf_counter()
   probs = inference.sliding_window_inference(
       jnp.asarray(scan)[None], roi, args.sw_batch_size,
-      functools.partial(predictor, variables), overlap=args.overlap, mode=args.mode)
+      functools.partial(predictor, variables), overlap=args.overlap, mode=args.mode,
+      devices=devices)
   probs = np.asarray(probs.block_until_ready())[0]
   seconds = time.perf_counter() - t0
   np.save(os.path.join(workdir, "medjax.npy"), probs)
   return {"warmup_s": compile_s, "seconds": seconds, "rss_before_mb": rss_before,
-          "peak_rss_mb": _peak_rss_mb(), "version": f"jax {jax.__version__}"}
+          "peak_rss_mb": _peak_rss_mb(),
+          "version": f"jax {jax.__version__}, {len(devices)} {devices[0].platform} device"
+                     f"{'' if len(devices) == 1 else 's'}"}
 
 
 def _worker_torch(args, workdir: str) -> dict:
@@ -146,7 +167,12 @@ def _prepare(args, workdir: str) -> None:
 def _spawn(framework: str, argv: list[str], workdir: str) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), *argv, f"--_worker={framework}",
          f"--_workdir={workdir}"]
-  proc = subprocess.run(cmd, capture_output=True, text=True)
+  env = dict(os.environ)
+  devices = _parse(argv).devices
+  if framework == "medjax" and devices:  # fake CPU devices; other platforms ignore the flag
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={devices}").strip()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode != 0:
     raise RuntimeError(f"{framework} worker failed:\n{proc.stderr[-4000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -162,6 +188,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--mode", choices=("constant", "gaussian"), default="gaussian")
   parser.add_argument("--sw_batch_size", type=int, default=1)
   parser.add_argument("--skip_torch", action="store_true")
+  parser.add_argument("--devices", type=int, default=None,
+                      help="medjax: spread window batches over this many local devices "
+                           "(default: all; on CPU, as many fake CPU devices)")
   parser.add_argument("--_worker", choices=("medjax", "torch"), help=argparse.SUPPRESS)
   parser.add_argument("--_workdir", help=argparse.SUPPRESS)
   return parser.parse_args(argv)

@@ -54,12 +54,6 @@ PADDING_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edg
                  "circular": "wrap"}
 
 
-def _is_jitted(fn: Any) -> bool:
-  if isinstance(fn, functools.partial):
-    return _is_jitted(fn.func)
-  return hasattr(fn, "lower")
-
-
 def _normalize_flip_axes(flip_axes: Sequence[Sequence[int] | int] | None
                          ) -> tuple[tuple[int, ...], ...]:
   """Flip variants as tuples of spatial axes (0, 1, 2 = D, H, W), the identity first."""
@@ -165,18 +159,49 @@ def _finish_on(mesh: Mesh, crop: tuple[tuple[int, int], ...]
   return jax.jit(finish, out_shardings=mesh_lib.replicated(mesh))
 
 
-def _on_mesh(predictor: Predictor, mesh: Mesh) -> Predictor:
-  """The predictor with the arrays it was bound to (`functools.partial(fn, variables)`) put on
-  every device of `mesh`, so that it runs where its windows are; a no-op for arrays there."""
-  if not isinstance(predictor, functools.partial):
-    return predictor
+def _per_device(predictor: Predictor, mesh: Mesh) -> Predictor:
+  """The predictor run by every device of `mesh` on its own share of the windows.
+
+  `jax.shard_map` runs the predictor's one-device program on each device's windows: no
+  collective, whatever the model's operations (left to XLA's sharding propagation, a
+  convolution that slices its batch made it exchange windows between devices). The arrays a
+  `functools.partial(fn, variables)` binds are passed in replicated (put on every device once);
+  its other bound values stay fixed in the compiled program. Cached per (function, mesh, bound
+  values), so that repeated calls with new variables reuse one compilation.
+  """
+  if isinstance(predictor, functools.partial):
+    func, bound = predictor.func, (predictor.args, predictor.keywords)
+  else:
+    func, bound = predictor, ((), {})
+  leaves, treedef = jax.tree_util.tree_flatten(bound)
+  is_array = tuple(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
   sharding = mesh_lib.replicated(mesh)
+  arrays = [jax.device_put(leaf, sharding) for leaf, a in zip(leaves, is_array) if a]
+  fixed = tuple(None if a else leaf for leaf, a in zip(leaves, is_array))
+  # With their types: 1, 1.0 and True are equal keys, not equal programs.
+  key = (func, mesh, treedef, is_array, fixed, tuple(type(v) for v in fixed))
+  try:
+    call = _per_device_call(*key)
+  except TypeError:  # an unhashable bound value: compiled for this call alone
+    call = _per_device_call.__wrapped__(*key)
+  return functools.partial(call, arrays)
 
-  def put(tree):
-    return jax.tree.map(lambda x: jax.device_put(x, sharding)
-                        if isinstance(x, (jax.Array, np.ndarray)) else x, tree)
 
-  return functools.partial(predictor.func, *put(predictor.args), **put(predictor.keywords))
+@functools.lru_cache(maxsize=32)
+def _per_device_call(func: Callable[..., Any], mesh: Mesh, treedef: Any,
+                     is_array: tuple[bool, ...], fixed: tuple[Any, ...], types: tuple[type, ...]
+                     ) -> Callable[[list[Array], Array], Any]:
+  """Jitted `(bound arrays, windows) -> func(*args, windows, **kwargs)` under `shard_map`."""
+  del types  # part of the cache key only
+
+  def local(arrays, x):
+    given = iter(arrays)
+    leaves = [next(given) if a else v for a, v in zip(is_array, fixed)]
+    args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+    return func(*args, x, **kwargs)
+
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
+                               out_specs=P("data"), check_vma=False))
 
 
 def _predict_with_flips(predictor: Predictor, windows: Array,
@@ -254,8 +279,9 @@ def sliding_window_inference(
 
   Devices: each batch of windows is spread over `devices` (default: all of this process's
   devices, `jax.local_devices()`), on a 1-D mesh with the windows sharded on its axis and the
-  scan and the predictor's bound arguments replicated, so K devices run K shares of a batch at
-  once. The window batch is `sw_batch_size` rounded up to a multiple of K (MONAI's
+  scan and the predictor's bound arrays replicated, so K devices run K shares of a batch at
+  once, each the one-device program on its share (no communication between devices until the
+  end). The window batch is `sw_batch_size` rounded up to a multiple of K (MONAI's
   `sw_batch_size` counts windows per call, as here; each device gets `sw_batch_size / K`), and a
   last batch with fewer windows is filled up to a multiple of K with repeats of its last window,
   weighted 0 (the `pad_last_batch` caveat below applies with K > 1). Each device adds its
@@ -271,11 +297,12 @@ def sliding_window_inference(
       `d' <= d` etc., or returning several such arrays as a tuple, list or dict (any pytree; each
       `[n, d', h', w', K_i]` with the same `d', h', w'`), which are each blended and returned in
       the same structure. An output smaller than the input is taken to be the centre of the
-      input ROI (valid convolutions), see the module docstring. It is jitted here unless it
-      already is (a `jax.jit` function or a `functools.partial` of one): pass a jitted function
-      of `(variables, x)` as `functools.partial(fn, variables)` to reuse its compilation across
-      calls. The arguments bound by such a partial are put on every one of `devices`; arrays a
-      predictor closes over instead must be replicated there or uncommitted.
+      input ROI (valid convolutions), see the module docstring. It is compiled here, once per
+      function and devices: pass a function of `(variables, x)` as
+      `functools.partial(fn, variables)` to reuse its compilation across calls with other
+      variables (the arrays a partial binds are put on every one of `devices`; arrays a
+      predictor closes over are compiled into it). Each device runs it on its own windows
+      (`jax.shard_map`), so a predictor that mixes the windows of a batch mixes only those.
     overlap: fraction of overlap between neighbouring windows, in [0, 1); one per axis allowed.
     mode: `constant` (equal weights) or `gaussian` (weights fall off towards window edges).
     sigma_scale: Gaussian sigma as a fraction of the (output) ROI size; one per axis allowed.
@@ -321,9 +348,7 @@ def sliding_window_inference(
   # Every device gets the same number of windows per call.
   sw_batch_size = -(-sw_batch_size // num_devices) * num_devices
   windows_sharding = mesh_lib.batch_sharded(mesh)
-  if not _is_jitted(predictor):
-    predictor = jax.jit(predictor)
-  predictor = _on_mesh(predictor, mesh)
+  predictor = _per_device(predictor, mesh)
 
   # Output ROI of the predictor (smaller than `roi` for valid convolutions).
   treedef, out_roi, num_out = _output_spec(predictor, sw_batch_size, roi, channels, inputs.dtype,
@@ -465,13 +490,13 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
   image = jnp.asarray(image)
   if image.ndim != 4:
     raise ValueError(f"image has shape {image.shape}: expected one scan [D, H, W, C].")
-  # On every device the windows go to (the members' predictor closes over them).
-  variables = jax.device_put(variables, mesh_lib.replicated(mesh_lib.local_mesh(devices)))
-  predictor = functools.partial(make_predictor(model, activation), variables)
+  predict = make_predictor(model, activation)
+  predictor = functools.partial(predict, variables)
   if members:
     probs = sliding_window_inference(
         image[None], roi_size, sw_batch_size,
-        _flip_members(predictor, _normalize_flip_axes(flip_axes)), overlap=overlap, mode=mode,
+        functools.partial(_flip_members(predict, _normalize_flip_axes(flip_axes)), variables),
+        overlap=overlap, mode=mode,
         sigma_scale=sigma_scale, padding_mode=padding_mode, pad_last_batch=pad_last_batch,
         progress=progress, devices=devices)
     return np.stack([np.asarray(p[0]) for p in probs])
@@ -482,14 +507,17 @@ def predict_volume(model: Any, variables: Any, image: np.ndarray | Array, *,
   return np.asarray(probs[0])
 
 
-def _flip_members(predictor: Predictor, variants: tuple[tuple[int, ...], ...]
-                  ) -> Callable[[Array], tuple[Array, ...]]:
-  """A predictor returning one output per flip variant, `flip^-1(predictor(flip(x)))`, which
-  `sliding_window_inference` blends each on its own (a tuple output)."""
+@functools.lru_cache(maxsize=16)
+def _flip_members(predict: Callable[[Any, Array], Array],
+                  variants: tuple[tuple[int, ...], ...]
+                  ) -> Callable[[Any, Array], tuple[Array, ...]]:
+  """`(variables, x) -> one output per flip variant, flip^-1(predict(variables, flip(x)))`,
+  which `sliding_window_inference` blends each on its own (a tuple output). Cached, so that
+  every scan reuses one compilation."""
 
   @jax.jit
-  def members(x: Array) -> tuple[Array, ...]:
-    return tuple(_flip(predictor(_flip(x, axes)), axes) if axes else predictor(x)
-                 for axes in variants)
+  def members(variables: Any, x: Array) -> tuple[Array, ...]:
+    return tuple(_flip(predict(variables, _flip(x, axes)), axes) if axes else
+                 predict(variables, x) for axes in variants)
 
   return members
