@@ -21,10 +21,13 @@ import dataclasses
 import os
 from typing import Mapping, Sequence, TypeVar
 
+from medjax.training import multihost
+
 _T = TypeVar("_T")
 
-ENV_NUM_PROCESSES = "MEDJAX_NUM_PROCESSES"
-ENV_PROCESS_ID = "MEDJAX_PROCESS_ID"
+# The variables `medjax.train` reads for its job (one name for both, so one job script serves).
+ENV_NUM_PROCESSES = multihost.ENV_NUM_PROCESSES
+ENV_PROCESS_ID = multihost.ENV_PROCESS_ID
 
 
 @dataclasses.dataclass(frozen=True)
