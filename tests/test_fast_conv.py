@@ -164,6 +164,32 @@ def test_winograd_any_depth_values_and_gradients(depth, kernel_size, tiny_pieces
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+BLOCK_BYTES = 4 * (3 * 4 * 3 * 4)  # 4 slices of 3 x 4 x 3 float32
+
+
+@pytest.mark.parametrize("piece_bytes", [3 * BLOCK_BYTES, 5 * BLOCK_BYTES, 2**20])
+def test_winograd_pieces_spanning_volumes(piece_bytes, monkeypatch):
+  # Three volumes of depth 9 (3 blocks of 4 each) in pieces of 3 blocks (one per volume), of 5
+  # (pieces cross the volume boundaries), and one piece for the whole batch.
+  monkeypatch.setattr(tiling, "PIECE_BYTES", piece_bytes)
+  x = _normal((3, 9, 3, 4, 3), 40)
+  kernel = _normal((3, 3, 3, 3, 2), 41, scale=0.3)
+  weights = _normal((3, 9, 3, 4, 2), 42)
+  pieces = winograd._pieces(3, 3, tiling.slice_bytes([x]), 4)
+  blocks = [(v, i) for piece in pieces for v, i0, i1 in piece for i in range(i0, i1)]
+  assert blocks == [(v, i) for v in range(3) for i in range(3)]  # each block once, in order
+  assert len(pieces) == {3 * BLOCK_BYTES: 3, 5 * BLOCK_BYTES: 2, 2**20: 1}[piece_bytes]
+  np.testing.assert_allclose(conv_lib.conv3d(x, kernel, method="winograd"),
+                             _direct_conv3d(np.asarray(x), np.asarray(kernel)), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda method: lambda x, k: jnp.sum(
+      jnp.sin(conv_lib.conv3d(x, k, method=method)) * weights)
+  g_fast = jax.grad(loss("winograd"), argnums=(0, 1))(x, kernel)
+  g_xla = jax.grad(loss("xla"), argnums=(0, 1))(x, kernel)
+  for a, b in zip(g_fast, g_xla):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("channels", [(40, 8), (8, 40)])
 def test_conv2d_kernel_grad_both_forms(channels):
   # Many inputs and few outputs take the per-tap matrix products, the rest XLA's transpose.

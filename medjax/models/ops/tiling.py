@@ -92,7 +92,7 @@ def slab(x: jax.Array, before: int, after: int, r0: int, r1: int) -> jax.Array |
     r += n
   if not nonzero:
     return None
-  return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+  return concat_rows(parts)
 
 
 def slab_or_zeros(x: jax.Array, before: int, after: int, r0: int, r1: int) -> jax.Array:
@@ -104,6 +104,11 @@ def slab_or_zeros(x: jax.Array, before: int, after: int, r0: int, r1: int) -> ja
 def concat(xs: Sequence[jax.Array]) -> jax.Array:
   """The channel concatenation of `xs` (`xs[0]` itself if alone)."""
   return xs[0] if len(xs) == 1 else jnp.concatenate(xs, axis=-1)
+
+
+def concat_rows(parts: Sequence[jax.Array]) -> jax.Array:
+  """`parts` one after the other along the first axis (`parts[0]` itself if alone)."""
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
 def slice_bytes(xs: Sequence[jax.Array]) -> int:

@@ -60,33 +60,45 @@ def block_size(d: int) -> int:
   return 4 if d >= 4 else 2
 
 
+Segment = tuple[int, int, int]  # (volume, first block, end block)
+
+
 def _pieces(b: int, n: int, slice_bytes: int, m: int,
-            backward: bool = False) -> list[tuple[int, int, int]]:
-  """`(volume, first block, end block)` pieces of the n Winograd blocks of each of b volumes
-  (`tiling.piece_count` per volume: each piece's 2D convolutions read at most
-  `tiling.PIECE_BYTES`, or about twice that in the backward pass)."""
+            backward: bool = False) -> list[tuple[Segment, ...]]:
+  """The n Winograd blocks of each of b volumes, taken in order (volume by volume) and cut into
+  `tiling.piece_count` near-equal pieces (each piece's 2D convolutions read at most
+  `tiling.PIECE_BYTES`, or about twice that in the backward pass). A piece may span volumes: it
+  is then a few `(volume, first block, end block)` segments whose blocks run through one set of
+  2D convolutions. Small volumes of a batch thus share their convolutions: half the compiled
+  kernels for the quickstart's batch of 2 and a faster step there (fewer, larger 2D
+  convolutions), the same pieces as before at batch 1."""
+  count = tiling.piece_count(b * n, m * slice_bytes, backward)
+  bounds = [round(i * b * n / count) for i in range(count + 1)]
   pieces = []
-  count = tiling.piece_count(n, m * slice_bytes, backward)
-  for v in range(b):
-    bounds = [round(i * n / count) for i in range(count + 1)]
-    pieces += [(v, i0, i1) for i0, i1 in zip(bounds[:-1], bounds[1:])]
+  for start, end in zip(bounds[:-1], bounds[1:]):
+    pieces.append(tuple((v, max(start, v * n) - v * n, min(end, (v + 1) * n) - v * n)
+                        for v in range(start // n, -(-end // n))))
   return pieces
 
 
-def _inputs(xs: Sequence[jax.Array], m: int, kd: int, v: int, i0: int, i1: int,
+def _inputs(xs: Sequence[jax.Array], m: int, kd: int, piece: Sequence[Segment],
             bt: np.ndarray) -> list[jax.Array]:
-  """The a = m + kd - 1 transformed inputs `[i1 - i0, H, W, C]` of blocks [i0, i1) of volume v:
-  `u_j[i] = sum_t bt[j, t] x_padded[m * i + t]` (x padded in depth by kd // 2 zero slices before
-  and enough after to fill the last block), x the concatenation of `xs` along the channels (made
-  here for the piece only)."""
+  """The a = m + kd - 1 transformed inputs `[blocks, H, W, C]` of the blocks of `piece` (its
+  segments' blocks in order): `u_j[i] = sum_t bt[j, t] x_padded[m * i + t]` (each volume of x
+  padded in depth by kd // 2 zero slices before and enough after to fill its last block), x the
+  concatenation of `xs` along the channels (made here for the piece only)."""
   d = xs[0].shape[1]
   n = -(-d // m)
   pd = kd // 2
   after = n * m - d + pd
   period = pd + d + after
-  r0, r1 = v * period + m * i0, v * period + m * i1 + kd - 1
-  rows = tiling.concat([tiling.slab_or_zeros(x, pd, after, r0, r1) for x in xs])
-  window = [rows[t:t + m * (i1 - i0):m] for t in range(m + kd - 1)]
+  windows = [[] for _ in range(m + kd - 1)]
+  for v, i0, i1 in piece:
+    r0, r1 = v * period + m * i0, v * period + m * i1 + kd - 1
+    rows = tiling.concat([tiling.slab_or_zeros(x, pd, after, r0, r1) for x in xs])
+    for t, window in enumerate(windows):
+      window.append(rows[t:t + m * (i1 - i0):m])
+  window = [tiling.concat_rows(parts) for parts in windows]
   return [_combine(bt[j], window) for j in range(m + kd - 1)]
 
 
@@ -104,14 +116,17 @@ def winograd_conv(xs: Sequence[jax.Array], kernel: jax.Array,
   pads = (kh // 2, kw // 2)
   kernels = [_combine(g[j], list(kernel)) for j in range(m + kd - 1)]
   volumes, outs = [[] for _ in range(b)], []
-  for v, i0, i1 in _pieces(b, n, tiling.slice_bytes(xs), m, backward):
+  for piece in _pieces(b, n, tiling.slice_bytes(xs), m, backward):
     src = tiling.after_in_flight(xs, outs)
     products = [conv2d_lib.conv2d(u, k, pads) for u, k in
-                zip(_inputs(src, m, kd, v, i0, i1, bt), kernels)]
+                zip(_inputs(src, m, kd, piece, bt), kernels)]
     out = jnp.stack([_combine(at[r], products) for r in range(m)], axis=1)  # [blocks, m, ...]
     outs.append(out)
-    volumes[v].append(out.reshape((i1 - i0) * m, h, w, o))
-  y = jnp.stack([jnp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in volumes])
+    start = 0
+    for v, i0, i1 in piece:
+      volumes[v].append(out[start:start + i1 - i0].reshape((i1 - i0) * m, h, w, o))
+      start += i1 - i0
+  y = jnp.stack([tiling.concat_rows(parts) for parts in volumes])
   return y[:, :d]
 
 
@@ -126,16 +141,18 @@ def winograd_kernel_grad(xs: Sequence[jax.Array], g_out: jax.Array,
   at, g, bt = matrices(m, kd)
   n = -(-d // m)
   sums, parts = None, []
-  for v, i0, i1 in _pieces(b, n, tiling.slice_bytes(xs), m, backward=True):
+  for piece in _pieces(b, n, tiling.slice_bytes(xs), m, backward=True):
     # Not before g_out exists (else XLA makes these copies in the forward pass), and at most
     # `IN_FLIGHT` pieces at a time.
     src = tiling.after_in_flight(xs, parts, g_out)
-    grads = tiling.slab_or_zeros(g_out, 0, n * m - d, v * n * m + m * i0, v * n * m + m * i1)
-    grads = grads.reshape(i1 - i0, m, h, w, o)
-    piece = []
-    for j, u in enumerate(_inputs(src, m, kd, v, i0, i1, bt)):
+    grads = tiling.concat_rows([
+        tiling.slab_or_zeros(g_out, 0, n * m - d, v * n * m + m * i0, v * n * m + m * i1)
+        for v, i0, i1 in piece])
+    grads = grads.reshape(-1, m, h, w, o)
+    piece_grads = []
+    for j, u in enumerate(_inputs(src, m, kd, piece, bt)):
       dm = _combine(at[:, j], [grads[:, r] for r in range(m)])
-      piece.append(conv2d_lib.conv2d_kernel_grad(u, dm, (kh, kw)))
-    parts.append(piece[-1])
-    sums = piece if sums is None else [s + p for s, p in zip(sums, piece)]
+      piece_grads.append(conv2d_lib.conv2d_kernel_grad(u, dm, (kh, kw)))
+    parts.append(piece_grads[-1])
+    sums = piece_grads if sums is None else [s + p for s, p in zip(sums, piece_grads)]
   return jnp.stack([_combine(g[:, a], sums) for a in range(kd)])
