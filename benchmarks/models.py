@@ -9,14 +9,21 @@ two-modality batch `[batch, size, size, size, 2]` with 4 classes, at the widths 
 (`medjax.models.model_class(name)(num_classes=4)` defaults). Measured per model:
 
 * parameters (PyTorch convention, `layers.count_parameters`);
-* compile: seconds to compile the train step (XLA's CPU compiler is slow for 3D convolutions);
 * forward: `model.apply(..., train=False)` jitted; `warmup` untimed calls, then the median of
   `repeats` timed calls (each waits for its result);
 * train step: forward + backward (soft Dice loss, `medjax.losses.dice_loss`) + SGD with momentum
-  0.5 (`optax.sgd`), BatchNorm statistics updated, dropout on; same warm-up and median;
-* peak memory: the child's maximum resident set size (CPU) or the device's `peak_bytes_in_use`
-  (GPU/TPU), after both measurements; plus XLA's own estimate of the train step's temporary
-  buffers (`compiled.memory_analysis()`).
+  0.5 (`optax.sgd`), BatchNorm statistics updated, dropout on; same warm-up and median. Compiled
+  as `medjax.train` compiles its step: `medjax.compile_options`, parameters, statistics and
+  optimiser state donated, the compiler's freed memory returned (`compile_cache.
+  release_compiler_memory`), the forward executable dropped first;
+* compile: seconds to compile the train step (XLA's CPU compiler is slow for 3D convolutions);
+* peak memory: the child's peak resident set size over the train steps (`VmHWM`, reset once the
+  step is compiled; it includes the interpreter, the libraries, the weights and the executable:
+  what a training process holds) or the device's `peak_bytes_in_use` (GPU/TPU); the peak while
+  compiling ("compiling MB", which a process that finds the step in the persistent compilation
+  cache does not reach); and XLA's own estimate of the step's temporary buffers
+  (`compiled.memory_analysis()`). MedicalZoo's peak is measured the same way, over its train
+  steps after its forward.
 
 With `--medzoo DIR` (a checkout of https://github.com/black0017/MedicalZoo-pytorch; its modules
 import `torchsummary`: `pip install torch torchsummary`), each network that MedicalZoo has
@@ -34,7 +41,6 @@ resolution with hundreds of channels).
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,8 @@ import tempfile
 import time
 
 import numpy as np
+
+import memory  # benchmarks/memory.py (this script's folder is on sys.path)
 
 DEFAULT_MODELS = ("UNET3D", "VNET", "VNET2", "DENSENET1", "DENSENET2", "DENSENET3",
                   "HYPERDENSENET")
@@ -52,10 +60,6 @@ NUM_MODALITIES = 2
 def _peer_models() -> tuple[str, ...]:
   import medzoo_peer  # pylint: disable=g-import-not-at-top
   return tuple(medzoo_peer.MODELS)
-
-
-def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def timed_median(fn, warmup: int, repeats: int) -> float:
@@ -81,6 +85,8 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
+  from medjax import compile_cache  # pylint: disable=g-import-not-at-top
+  from medjax import compile_options  # pylint: disable=g-import-not-at-top
   from medjax import losses  # pylint: disable=g-import-not-at-top
   from medjax import models  # pylint: disable=g-import-not-at-top
   from medjax.models import layers  # pylint: disable=g-import-not-at-top
@@ -107,9 +113,13 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
     variables = jax.jit(lambda x: model.init(rng, x, train=False))(x)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   tx = optax.sgd(1e-3, momentum=0.5)
-  opt_state = tx.init(params)
-
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  # Compiled as medjax.train compiles its steps: medjax's XLA options, the state donated.
+  options = compile_options.for_backend()
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=options)
+  forward_s = timed_median(lambda: jax.block_until_ready(forward(variables, x)), warmup, repeats)
+  # Training is measured without the forward executable (JAX's caches would keep it alive).
+  del forward
+  jax.clear_caches()
 
   def train_step(params, batch_stats, opt_state, x, labels, key):
     def loss_fn(p):
@@ -121,26 +131,39 @@ def run_one(name: str, size: int, batch: int, warmup: int, repeats: int,
     params = optax.apply_updates(params, updates_opt)
     return params, updates.get("batch_stats", {}), opt_state, loss
 
-  step_args = (params, batch_stats, opt_state, x, labels, jax.random.key(2))
+  state = [jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, batch_stats), tx.init(params)]
+  del variables, params, batch_stats
+  key = jax.random.key(2)
+  memory.reset_peak_rss()
   start = time.perf_counter()
-  compiled_step = jax.jit(train_step).lower(*step_args).compile()
+  compiled_step = jax.jit(train_step, donate_argnums=(0, 1, 2), compiler_options=options).lower(
+      *state, x, labels, key).compile()
   compile_s = time.perf_counter() - start
-  memory = compiled_step.memory_analysis()
-  temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory is not None else None
+  compile_peak_mb = memory.status_mb("VmHWM")
+  compile_cache.release_compiler_memory()
+  analysis = compiled_step.memory_analysis()
+  temp_mb = getattr(analysis, "temp_size_in_bytes", 0) / 2**20 if analysis is not None else None
 
-  forward_s = timed_median(lambda: jax.block_until_ready(forward(variables, x)), warmup, repeats)
-  train_s = timed_median(lambda: jax.block_until_ready(compiled_step(*step_args)), warmup, repeats)
+  def step():
+    out = compiled_step(*state, x, labels, key)
+    state[:] = out[:3]  # the donated buffers' successors
+    jax.block_until_ready(out[3])
+
+  rss_before_mb = memory.status_mb("VmRSS")
+  memory.reset_peak_rss()
+  train_s = timed_median(step, warmup, repeats)
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   if stats and "peak_bytes_in_use" in stats:
     peak_mb, peak_kind = stats["peak_bytes_in_use"] / 2**20, "device"
   else:
-    peak_mb, peak_kind = _peak_rss_mb(), "rss"
+    peak_mb, peak_kind = memory.status_mb("VmHWM"), "rss"
   return {
       "model": name, "params": num_params, "input": list(shape), "output": list(out_spatial),
       "compile_s": compile_s, "forward_s": forward_s, "train_step_s": train_s,
-      "peak_mb": peak_mb, "peak_kind": peak_kind, "xla_train_temp_mb": temp_mb,
+      "peak_mb": peak_mb, "peak_kind": peak_kind, "compile_peak_mb": compile_peak_mb,
+      "rss_before_mb": rss_before_mb, "xla_train_temp_mb": temp_mb,
       "device": str(device.device_kind),
   }
 
@@ -178,12 +201,15 @@ def run_torch(name: str, medzoo: str, peer_dir: str, warmup: int, repeats: int) 
     optimizer.step()
 
   forward_s = timed_median(forward, warmup, repeats)
+  rss_before_mb = memory.status_mb("VmRSS")
+  memory.reset_peak_rss()
   train_s = timed_median(train_step, warmup, repeats)
   return {
       "model": name, "peer": f"MedicalZoo {medzoo_peer.MODELS[name][1]} (torch {torch.__version__})",
       "params": int(sum(p.numel() for p in model.parameters())),
       "max_abs_logit_diff": float(np.abs(logits - want).max()) if logits.shape == want.shape
-      else None, "forward_s": forward_s, "train_step_s": train_s, "peak_mb": _peak_rss_mb(),
+      else None, "forward_s": forward_s, "train_step_s": train_s,
+      "peak_mb": memory.status_mb("VmHWM"), "rss_before_mb": rss_before_mb,
   }
 
 
@@ -211,7 +237,7 @@ def _format_peer_table(rows: list[dict]) -> str:
 
 def _format_table(rows: list[dict]) -> str:
   head = (f"{'model':<14}{'params':>12}{'output':>14}{'compile s':>11}{'forward s':>11}"
-          f"{'train s':>10}{'peak MB':>10}{'XLA temp MB':>13}")
+          f"{'train s':>10}{'peak MB':>10}{'compiling MB':>14}{'XLA temp MB':>13}")
   lines = [head, "-" * len(head)]
   for r in rows:
     if "error" in r:
@@ -221,7 +247,7 @@ def _format_table(rows: list[dict]) -> str:
     temp = f"{r['xla_train_temp_mb']:.0f}" if r["xla_train_temp_mb"] is not None else "-"
     lines.append(f"{r['model']:<14}{r['params']:>12,}{out:>14}{r['compile_s']:>11.1f}"
                  f"{r['forward_s']:>11.2f}{r['train_step_s']:>10.2f}{r['peak_mb']:>10.0f}"
-                 f"{temp:>13}")
+                 f"{r['compile_peak_mb']:>14.0f}{temp:>13}")
   return "\n".join(lines)
 
 
@@ -282,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
   device = next((r["device"] for r in rows if "device" in r), "?")
   print(f"\nbatch {args.batch}, {args.size}^3 x {NUM_MODALITIES} modalities, {NUM_CLASSES} "
         f"classes, device {device}; median of {args.repeats} after {args.warmup} warm-up; peak "
-        "memory = max RSS of the process (CPU) or peak device bytes (accelerator).")
+        "memory = peak RSS over the train steps (CPU) or peak device bytes (accelerator); "
+        "compiling = peak RSS while compiling the train step.")
   print(_format_table(rows))
   if any("medzoo" in r for r in rows):
     print(f"\nAgainst MedicalZoo's own PyTorch modules ({args.medzoo}), same weights and input; "

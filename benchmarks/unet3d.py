@@ -45,31 +45,13 @@ import time
 
 import numpy as np
 
-import torch_unet3d  # benchmarks/torch_unet3d.py (this script's folder is on sys.path)
+import memory  # benchmarks/memory.py (this script's folder is on sys.path)
+import torch_unet3d  # benchmarks/torch_unet3d.py
 
 NUM_CLASSES = torch_unet3d.NUM_CLASSES
 NUM_MODALITIES = torch_unet3d.NUM_MODALITIES
 LEARNING_RATE = 1e-3
 MOMENTUM = 0.5
-
-
-def _status_mb(field: str) -> float:
-  """`VmRSS` / `VmHWM` of this process in MiB (Linux)."""
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(field + ":"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-  """Resets `VmHWM` to the current RSS (Linux >= 4.0); False where that is not allowed."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,19 +160,19 @@ class _MedjaxWorker:
     self.state = (jax.tree.map(jnp.copy, params),
                   jax.tree.map(jnp.copy, self.variables["batch_stats"]), self.tx.init(params))
     del self.variables
-    _reset_peak_rss()
+    memory.reset_peak_rss()
     start = time.perf_counter()
     self.train_exe = self.train_fn.lower(*self.state, self.x, self.labels).compile()
     compile_s = time.perf_counter() - start
-    compile_peak = _status_mb("VmHWM")
+    compile_peak = memory.status_mb("VmHWM")
     if self.trim:
       self.release_compiler_memory()
-    memory = self.train_exe.memory_analysis()
-    temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory is not None else -1.0
+    analysis = self.train_exe.memory_analysis()
+    temp_mb = getattr(analysis, "temp_size_in_bytes", 0) / 2**20 if analysis is not None else -1.0
     # The training peak is measured from here: steps only, not the compiler's own memory (which
     # a process that finds the step in the persistent compilation cache does not spend).
-    rss_before = _status_mb("VmRSS")
-    reset = _reset_peak_rss()
+    rss_before = memory.status_mb("VmRSS")
+    reset = memory.reset_peak_rss()
     return {"compile_s": compile_s, "rss_before_mb": rss_before, "peak_reset": reset,
             "xla_temp_mb": temp_mb, "compile_peak_rss_mb": compile_peak}
 
@@ -251,8 +233,8 @@ class _TorchWorker:
     return float(loss.detach())
 
   def start_train(self) -> dict:
-    rss_before = _status_mb("VmRSS")
-    reset = _reset_peak_rss()
+    rss_before = memory.status_mb("VmRSS")
+    reset = memory.reset_peak_rss()
     # The first step creates oneDNN primitives; it is also the first training step, as for medjax
     # (whose compile does not run a step), so the losses of the first timed steps match.
     return {"compile_s": 0.0, "rss_before_mb": rss_before, "peak_reset": reset,
@@ -282,7 +264,7 @@ def _serve(args) -> None:
     reply = getattr(worker, cmd)()
     if "logits" in reply:
       np.save(os.path.join(args.workdir, f"logits_{args.worker}.npy"), reply.pop("logits"))
-    reply["rss_mb"], reply["peak_rss_mb"] = _status_mb("VmRSS"), _status_mb("VmHWM")
+    reply["rss_mb"], reply["peak_rss_mb"] = memory.status_mb("VmRSS"), memory.status_mb("VmHWM")
     out.write(json.dumps(reply) + "\n")
     out.flush()
 
