@@ -15,7 +15,7 @@ from medjax.models.ops import tiling
 from medjax.models.ops import winograd
 from medjax.models import unet3d
 
-FAST_METHODS = ("winograd", "fold_in", "fold_out", "sum", "auto")
+FAST_METHODS = ("winograd", "fold_in", "fold_out", "sum", "im2col", "auto")
 
 
 def _normal(shape, seed, scale=1.0):
@@ -332,3 +332,8 @@ def test_auto_method_per_backend_and_kernel():
   assert conv_lib.auto_method((5, 5, 5, 32, 32), "cpu") == "winograd"
   assert conv_lib.auto_method((5, 5, 5, 32, 4), "cpu") == "sum"
   assert conv_lib.auto_method((1, 3, 3, 8, 8), "cpu") == "sum"
+  # A network's deepest level: a few voxels, one matrix product.
+  assert conv_lib.auto_method((5, 5, 5, 256, 256), "cpu", (4, 4, 4)) == "im2col"
+  assert conv_lib.auto_method((3, 3, 3, 8, 8), "cpu", (2, 4, 8)) == "im2col"
+  assert conv_lib.auto_method((3, 3, 3, 8, 8), "cpu", (8, 8, 8)) == "winograd"
+  assert conv_lib.auto_method((3, 3, 3, 8, 8), "gpu", (4, 4, 4)) == "xla"

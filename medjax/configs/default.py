@@ -104,7 +104,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.param_dtype = _optional(str)  # parameter dtype (default float32)
   # Every model: how its convolutions run (same parameters and values whichever): 'auto' (the
   # fastest measured per layer on CPU, XLA's own elsewhere), 'winograd', 'fold_in', 'fold_out',
-  # 'sum' or 'xla' (models.ops.conv.METHODS).
+  # 'sum', 'im2col' or 'xla' (models.ops.conv.METHODS).
   m.conv_method = _optional(str)
   m.num_levels = _optional(int)  # UNET3D: resolution levels (4)
   m.remat = _optional(bool)  # UNET3D: recompute activations in the backward pass
