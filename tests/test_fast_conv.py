@@ -190,6 +190,20 @@ def test_winograd_pieces_spanning_volumes(piece_bytes, monkeypatch):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel_size", [(5, 5, 5), (3, 3, 3), (1, 3, 5)])
+def test_few_outputs_kernel_grad_equals_the_transposed_convolution(kernel_size, monkeypatch):
+  # Several pieces per volume (256-byte pieces) and two volumes; XLA's own transpose of its 3D
+  # convolution as the reference.
+  monkeypatch.setattr(tiling, "PIECE_BYTES", 256)
+  x, g = _normal((2, 6, 5, 7, 3), 50), _normal((2, 6, 5, 7, 2), 51)
+  conv = lambda k: jax.lax.conv_general_dilated(
+      x, k, (1, 1, 1), [(s // 2, s // 2) for s in kernel_size],
+      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  want = jax.linear_transpose(conv, jax.ShapeDtypeStruct((*kernel_size, 3, 2), jnp.float32))(g)[0]
+  got = conv2d_lib.few_outputs_kernel_grad(x, g, (*kernel_size, 3, 2))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("channels", [(40, 8), (8, 40)])
 def test_conv2d_kernel_grad_both_forms(channels):
   # Many inputs and few outputs take the per-tap matrix products, the rest XLA's transpose.

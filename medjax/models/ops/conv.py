@@ -96,23 +96,28 @@ def _run_2d(xs: Sequence[jax.Array], kernel: jax.Array, method: str,
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3d_2d(xs: tuple[jax.Array, ...], kernel: jax.Array, method: str) -> jax.Array:
-  return _run_2d(xs, kernel, method)
+def _conv3d_2d(xs: tuple[jax.Array, ...], kernel: jax.Array,
+               methods: tuple[str, str]) -> jax.Array:
+  """`methods`: (the forward convolution's, the input gradient's)."""
+  return _run_2d(xs, kernel, methods[0])
 
 
-def _conv3d_2d_fwd(xs, kernel, method):
+def _conv3d_2d_fwd(xs, kernel, methods):
   # Residuals are the inputs and the kernel only, not the stacked, padded or transformed copies.
-  return _run_2d(xs, kernel, method), (xs, kernel)
+  return _run_2d(xs, kernel, methods[0]), (xs, kernel)
 
 
-def _conv3d_2d_bwd(method, residuals, g):
+def _conv3d_2d_bwd(methods, residuals, g):
   xs, kernel = residuals
+  method, input_grad_method = methods
   # The transposed SAME convolution is the SAME convolution with the kernel flipped in space
   # and its in/out channels swapped. Tied to g: else XLA transforms the flipped kernel in the
   # forward pass and keeps it until here.
   flipped = jnp.flip(tiling.tie(kernel, g), (0, 1, 2)).swapaxes(3, 4).astype(g.dtype)
   xs_g = tuple(x.astype(g.dtype) for x in xs)
-  if method == "winograd" and kernel.shape[0] > 1:
+  if kernel.shape[-1] < conv2d_lib.FEW_OUTPUTS:
+    dk = conv2d_lib.few_outputs_kernel_grad(tiling.concat(xs_g), g, kernel.shape)
+  elif method == "winograd" and kernel.shape[0] > 1:
     dk = winograd.winograd_kernel_grad(xs_g, g, kernel.shape)
   else:
     dk = conv2d_lib.rows_kernel_grad(tiling.concat(xs_g), g, kernel.shape)
@@ -122,7 +127,7 @@ def _conv3d_2d_bwd(method, residuals, g):
   # formed.
   g = tiling.tie(g, dk)
   bounds = np.cumsum([0] + [x.shape[-1] for x in xs])
-  dxs = tuple(_run_2d((g,), flipped[..., c0:c1], method, backward=True).astype(x.dtype)
+  dxs = tuple(_run_2d((g,), flipped[..., c0:c1], input_grad_method, backward=True).astype(x.dtype)
               for x, c0, c1 in zip(xs, bounds[:-1], bounds[1:]))
   return dxs, dk.astype(kernel.dtype)
 
@@ -222,8 +227,13 @@ def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *, method: str
   _check(xs, kernel, padding)
   dtype = jnp.result_type(*xs, kernel)
   xs, kernel = tuple(x.astype(dtype) for x in xs), kernel.astype(dtype)
+  input_grad_method = method
   if method == "auto":
-    method = auto_method(kernel.shape, spatial_shape=xs[0].shape[1:4])
+    spatial = xs[0].shape[1:4]
+    method = auto_method(kernel.shape, spatial_shape=spatial)
+    # The input gradient is a convolution with in and out channels swapped: its own choice.
+    kd, kh, kw, c, o = kernel.shape
+    input_grad_method = auto_method((kd, kh, kw, o, c), spatial_shape=spatial)
   if method == "im2col":
     return _im2col(xs, kernel, padding)
   if method != "xla" and any(k % 2 == 0 for k in kernel.shape[:3]):
@@ -233,7 +243,9 @@ def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *, method: str
             [(0, 0)] * 3)
     return lax.conv_general_dilated(tiling.concat(xs), kernel, (1, 1, 1), pads,
                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-  y = _conv3d_2d(xs, kernel, method)
+  if input_grad_method in ("xla", "im2col"):
+    input_grad_method = method
+  y = _conv3d_2d(xs, kernel, (method, input_grad_method))
   if padding == "VALID":
     (pd, ph, pw), (d, h, w) = [k // 2 for k in kernel.shape[:3]], y.shape[1:4]
     y = y[:, pd:d - pd, ph:h - ph, pw:w - pw]

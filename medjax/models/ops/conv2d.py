@@ -122,3 +122,39 @@ def rows_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) ->
     parts.append(part)
     dk = part if dk is None else dk + part
   return dk.reshape(kh, kw, kd, c, o).transpose(2, 0, 1, 3, 4)
+
+
+# Kernels with fewer outputs than this take `few_outputs_kernel_grad`.
+FEW_OUTPUTS = 8
+
+
+def few_outputs_kernel_grad(x: jax.Array, g: jax.Array,
+                            kernel_shape: Sequence[int]) -> jax.Array:
+  """Kernel gradient `[kd, kh, kw, C, O]` of the SAME, stride-1 3D convolution of `x`
+  `[B, D, H, W, C]` for output gradient `g` `[B, D, H, W, O]`, for few outputs O (a network's
+  classifier at full resolution, e.g. V-Net's 32 -> 4 channels with 5x5x5 kernels):
+  `dk[a, p, q] = sum_u x[u]^T g[u + c - t]` (t = (a, p, q), c = k // 2 per axis), per piece
+  of depth slices kd matrix products `x^T [C, voxels] @ [voxels, kh * kw * O]`, the (p, q)
+  shifted copies made of `g` (O channels) rather than of `x` (C channels). The 2D kernel
+  gradients of the other forms read `x` once per tap there (64^3 x 32 -> 4, 3x3x3 kernels:
+  forward + backward 93 ms against 221 ms)."""
+  kd, kh, kw, c, o = kernel_shape
+  b, d, h, w, _ = x.shape
+  # g[u + c - t] = gp[u + k - 1 - t] with g padded by c = k // 2 zeros at both ends.
+  gp = jnp.pad(g, [(0, 0), (kd // 2, kd // 2), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
+  pieces = [(v, z0, z1) for v in range(b) for z0, z1 in
+            tiling.row_pieces(d, h * w * kh * kw * o * g.dtype.itemsize, backward=True)]
+  dks, parts = [None] * kd, []
+  for v, z0, z1 in pieces:
+    # Not before g exists, and at most `IN_FLIGHT` pieces at a time.
+    (src,) = tiling.after_in_flight((x,), parts, g)
+    shifted = jnp.concatenate(
+        [gp[v, z0:z1 + kd - 1, kh - 1 - p:kh - 1 - p + h, kw - 1 - q:kw - 1 - q + w]
+         for p in range(kh) for q in range(kw)], axis=-1)
+    rows = src[v, z0:z1].reshape(-1, c)
+    for a in range(kd):
+      taps = shifted[kd - 1 - a:kd - 1 - a + z1 - z0].reshape(-1, kh * kw * o)
+      part = lax.dot_general(rows, taps, (((0,), (0,)), ((), ())))  # [C, kh * kw * O]
+      dks[a] = part if dks[a] is None else dks[a] + part
+    parts.append(dks[-1])
+  return jnp.stack(dks).reshape(kd, c, kh, kw, o).transpose(0, 2, 3, 1, 4)
