@@ -146,10 +146,11 @@ def few_outputs_kernel_grad(x: jax.Array, g: jax.Array,
             tiling.row_pieces(d, h * w * kh * kw * o * g.dtype.itemsize, backward=True)]
   dks, parts = [None] * kd, []
   for v, z0, z1 in pieces:
-    # Not before g exists, and at most `IN_FLIGHT` pieces at a time.
-    (src,) = tiling.after_in_flight((x,), parts, g)
+    # Not before g exists, and at most `IN_FLIGHT` pieces at a time: the shifted copies too,
+    # else XLA makes all of them as soon as g exists (550 MB at 64^3 x 32 -> 4, 5x5x5).
+    src, gp_piece = tiling.after_in_flight((x, gp), parts, g)
     shifted = jnp.concatenate(
-        [gp[v, z0:z1 + kd - 1, kh - 1 - p:kh - 1 - p + h, kw - 1 - q:kw - 1 - q + w]
+        [gp_piece[v, z0:z1 + kd - 1, kh - 1 - p:kh - 1 - p + h, kw - 1 - q:kw - 1 - q + w]
          for p in range(kh) for q in range(kw)], axis=-1)
     rows = src[v, z0:z1].reshape(-1, c)
     for a in range(kd):
