@@ -75,6 +75,9 @@ def auto_method(kernel_shape: Sequence[int], backend: str | None = None,
     32 -> 4) 'sum' was faster (0.095 s against 0.127 s 'winograd', 0.102 s 'fold_in'), so
     'sum' below 8 outputs;
   * 1-tap depth kernels: 'sum' (one 2D convolution).
+  Under 'auto' the input gradient (a convolution with in and out channels swapped) takes the
+  choice for the swapped kernel: V-Net's classifier, 64^3 x 32 -> 4 with 5x5x5 kernels, runs
+  its forward by 'sum' and its input gradient (4 -> 32) by 'winograd'.
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
@@ -202,8 +205,10 @@ def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *, method: str
 
   The 2D methods have their own backward pass (`jax.custom_vjp`): the input gradient is the
   convolution of the output gradient with the flipped, channel-swapped kernel (by the same
-  method), and the kernel gradient 2D kernel gradients of the transformed ('winograd') or
-  depth-stacked input. The 2D convolutions run on pieces of a few depth slices (at most
+  method, or under 'auto' by the one `auto_method` picks for that kernel), and the kernel
+  gradient 2D kernel gradients of the transformed ('winograd') or depth-stacked input, or for
+  fewer than `conv2d.FEW_OUTPUTS` outputs matrix products against shifted copies of the output
+  gradient (`conv2d.few_outputs_kernel_grad`). The 2D convolutions run on pieces of a few depth slices (at most
   `tiling.PIECE_BYTES` of input, two at a time), 1.5-2x faster on CPU than on the whole volume.
   Only `x` and `kernel` are kept for the backward pass. Reverse-mode differentiation only (no
   `jax.jvp`).
