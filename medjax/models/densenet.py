@@ -109,8 +109,8 @@ class DensePath(nn.Module):
       x = DenseLayer(g, self.dropout_rate, self.conv_method, self.dtype, self.param_dtype,
                      name=f"dense{i + 1}")(x, train=train)
     for i, f in enumerate(self.head_features):
-      x = nn.Conv(f, (1, 1, 1), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                  name=f"head{i + 1}")(x)
+      x = layers.Conv3D(f, (1, 1, 1), use_bias=False, method=self.conv_method, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"head{i + 1}")(x)
       x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
     return x
 
@@ -152,8 +152,9 @@ class _DenseNet(layers.SamePaddedModel):
                      name=name)
 
   def _classify(self, y: jax.Array) -> jax.Array:
-    return nn.Conv(self.num_classes, (1, 1, 1), use_bias=False, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="classifier")(y).astype(jnp.float32)
+    return layers.Conv3D(self.num_classes, (1, 1, 1), use_bias=False, method=self.conv_method,
+                         dtype=self.dtype, param_dtype=self.param_dtype,
+                         name="classifier")(y).astype(jnp.float32)
 
 
 class SinglePathDenseNet(_DenseNet):

@@ -108,8 +108,8 @@ class HyperDenseNet(nn.Module):
 
     y = jnp.concatenate(stacks, axis=-1)
     for i, f in enumerate(self.fc_features):
-      y = nn.Conv(f, (1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                  name=f"fully{i + 1}")(y)
-    y = nn.Conv(self.num_classes, (1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                name="final")(y)
+      y = layers.Conv3D(f, (1, 1, 1), method=self.conv_method, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"fully{i + 1}")(y)
+    y = layers.Conv3D(self.num_classes, (1, 1, 1), method=self.conv_method, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="final")(y)
     return y.astype(jnp.float32)

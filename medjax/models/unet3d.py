@@ -159,5 +159,5 @@ class UNet3D(nn.Module):
 
   def _classifier(self, x: jax.Array, name: str) -> jax.Array:
     # The 1x1x1 classifier is cheap, so it runs in float32 for well-resolved logits.
-    return nn.Conv(self.num_classes, (1, 1, 1), dtype=jnp.float32,
-                   param_dtype=self.param_dtype, name=name)(x.astype(jnp.float32))
+    return layers.Conv3D(self.num_classes, (1, 1, 1), method=self.conv_method, dtype=jnp.float32,
+                         param_dtype=self.param_dtype, name=name)(x.astype(jnp.float32))

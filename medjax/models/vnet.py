@@ -160,14 +160,14 @@ class VNet(layers.SamePaddedModel):
       out = self._residual_convs(cat, cat, _UP_CONVS[level], train, f"up{level}")
 
     if self.paper_output_block:
-      out = nn.Conv(self.num_classes, (1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="out_conv")(out)
+      out = layers.Conv3D(self.num_classes, (1, 1, 1), method=self.conv_method,
+                          dtype=self.dtype, param_dtype=self.param_dtype, name="out_conv")(out)
     else:
       out = self._conv5(self.num_classes, "out_conv5")(out)
       out = self._bn(train, "out_bn")(out)
       out = self._act(self.num_classes, "out_act")(out)
-      out = nn.Conv(self.num_classes, (1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="out_conv1")(out)
+      out = layers.Conv3D(self.num_classes, (1, 1, 1), method=self.conv_method,
+                          dtype=self.dtype, param_dtype=self.param_dtype, name="out_conv1")(out)
     return out.astype(jnp.float32)
 
 
