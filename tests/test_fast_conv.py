@@ -346,6 +346,7 @@ def test_auto_method_per_backend_and_kernel():
   assert conv_lib.auto_method((5, 5, 5, 32, 32), "cpu") == "winograd"
   assert conv_lib.auto_method((5, 5, 5, 32, 4), "cpu") == "sum"
   assert conv_lib.auto_method((1, 3, 3, 8, 8), "cpu") == "sum"
+  assert conv_lib.auto_method((1, 1, 1, 64, 4), "cpu") == "im2col"  # a matrix product
   # A network's deepest level: a few voxels, one matrix product.
   assert conv_lib.auto_method((5, 5, 5, 256, 256), "cpu", (4, 4, 4)) == "im2col"
   assert conv_lib.auto_method((3, 3, 3, 8, 8), "cpu", (2, 4, 8)) == "im2col"
