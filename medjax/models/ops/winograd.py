@@ -70,8 +70,8 @@ def _pieces(b: int, n: int, slice_bytes: int, m: int,
   `tiling.PIECE_BYTES`, or about twice that in the backward pass). A piece may span volumes: it
   is then a few `(volume, first block, end block)` segments whose blocks run through one set of
   2D convolutions. Small volumes of a batch thus share their convolutions: half the compiled
-  kernels for the quickstart's batch of 2 and a faster step there (fewer, larger 2D
-  convolutions), the same pieces as before at batch 1."""
+  2D convolutions for the quickstart's batch of 2 (a shorter compile, the same step time within
+  the measurements' noise), the same pieces as before at batch 1."""
   count = tiling.piece_count(b * n, m * slice_bytes, backward)
   bounds = [round(i * b * n / count) for i in range(count + 1)]
   pieces = []
