@@ -175,6 +175,52 @@ def test_batch_norm_equals_flax_batch_norm_then_activation(activation):
   np.testing.assert_allclose(z.astype(jnp.float32), y_ref, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("channels_per_slope", ["per_channel", "shared"])
+def test_batch_norm_with_prelu_equals_flax_batch_norm_then_prelu(channels_per_slope):
+  # layers.BatchNorm(prelu=layers.PReLU(...)) against flax's nn.BatchNorm followed by the same
+  # PReLU applied on its own: values, every gradient (slopes included) and running statistics.
+  num = 6 if channels_per_slope == "per_channel" else 1
+  x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 3, 4, 5, 6)), jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(8).normal(size=x.shape), jnp.float32)
+
+  class Fused(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return layers.BatchNorm(name="bn")(x, use_running_average=not train,
+                                         prelu=layers.PReLU(num, name="act"))
+
+  class Reference(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
+      return layers.PReLU(num, name="act")(y)
+
+  variables = Reference().init(jax.random.key(0), x, train=False)
+  params = jax.tree.map(lambda a: a + jnp.asarray(np.random.default_rng(9).normal(
+      size=a.shape) * 0.3, a.dtype), variables["params"])
+  assert jax.tree.structure(Fused().init(jax.random.key(0), x, train=False)) == jax.tree.structure(
+      variables)
+  stats = variables["batch_stats"]
+
+  def loss(module):
+    def f(p):
+      y, new = module.apply({"params": p, "batch_stats": stats}, x, train=True,
+                            mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(y) * weights), (y, new)
+    return jax.value_and_grad(f, has_aux=True)(params)
+
+  (l_fused, (y_fused, new_fused)), g_fused = loss(Fused())
+  (l_ref, (y_ref, new_ref)), g_ref = loss(Reference())
+  np.testing.assert_allclose(y_fused, y_ref, rtol=1e-5, atol=1e-6)
+  assert float(jnp.min(y_fused)) < 0  # the slopes were used
+  np.testing.assert_allclose(l_fused, l_ref, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((new_fused, g_fused)), jax.tree.leaves((new_ref, g_ref))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  y_eval = Fused().apply({"params": params, "batch_stats": stats}, x, train=False)
+  y_eval_ref = Reference().apply({"params": params, "batch_stats": stats}, x, train=False)
+  np.testing.assert_allclose(y_eval, y_eval_ref, rtol=1e-6, atol=1e-6)
+
+
 def _expected_unet_params(in_channels: int, num_classes: int, base: int, levels: int) -> int:
   """Count from the layer shapes (every conv has a bias, every BatchNorm a scale and offset)."""
   conv = lambda cin, cout, k=3: k**3 * cin * cout + cout

@@ -89,7 +89,8 @@ class BatchNorm(nn.Module):
   running averages. The `scale` and `bias` are the 2C parameters PyTorch counts.
 
   Attributes:
-    activation: None or 'relu' (applied after the normalisation, in the same function).
+    activation: None or 'relu' (applied after the normalisation, in the same function; PReLU:
+      the call's `prelu=`).
     momentum: running-average decay (flax convention: 0.9 is PyTorch's momentum 0.1).
     epsilon: added to the variance.
     dtype: output dtype (None: promoted from the input and parameters).
@@ -102,22 +103,35 @@ class BatchNorm(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
-    """`x` `[..., C]` -> `activation(BatchNorm(x))`, same shape."""
-    if self.activation not in batch_norm_lib.ACTIVATIONS:
-      raise ValueError(f"BatchNorm activation must be one of {batch_norm_lib.ACTIVATIONS}; got "
-                       f"{self.activation!r}.")
+  def __call__(self, x: jax.Array, *, use_running_average: bool,
+               prelu: "PReLU | None" = None) -> jax.Array:
+    """`x` `[..., C]` -> `activation(BatchNorm(x))`, same shape.
+
+    With `prelu` (a `PReLU` module of the caller's, `activation` None) the result is
+    `prelu(BatchNorm(x))`, computed in the same function: in training its backward pass keeps
+    `x` only, not also the normalised copy that PReLU's own differentiation keeps. The PReLU
+    keeps its own parameter (created after this module's).
+    """
+    if self.activation not in (None, "relu"):
+      raise ValueError(f"BatchNorm activation must be None or 'relu' (PReLU: pass the module as "
+                       f"prelu=); got {self.activation!r}.")
+    if prelu is not None and self.activation is not None:
+      raise ValueError(f"BatchNorm takes prelu= only without an activation; got "
+                       f"activation={self.activation!r}.")
     c = x.shape[-1]
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
     scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
     dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
+    activation, slope = self.activation, None
+    if prelu is not None:
+      activation, slope = "prelu", prelu.slopes(x.shape[-1])
     if use_running_average:
       return batch_norm_lib.normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon,
-                                      dtype, relu=self.activation == "relu")
+                                      dtype, activation, slope)
     z, mean, var = batch_norm_lib.batch_norm(x, scale, bias, epsilon=self.epsilon,
-                                             activation=self.activation, dtype=dtype)
+                                             activation=activation, slope=slope, dtype=dtype)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
@@ -137,15 +151,21 @@ class PReLU(nn.Module):
   init_value: float = 0.25
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.negative_slope = self.param("negative_slope", nn.initializers.constant(self.init_value),
+                                     (self.num_parameters,), self.param_dtype)
+
+  def slopes(self, channels: int) -> jax.Array:
+    """The slope parameter `[num_parameters]`, checked against an input of `channels` channels
+    (for `BatchNorm(..., prelu=)`, which applies it)."""
+    if self.num_parameters != 1 and channels != self.num_parameters:
+      raise ValueError(f"PReLU has num_parameters={self.num_parameters} but the input has "
+                       f"{channels} channels.")
+    return self.negative_slope
+
   def __call__(self, x: jax.Array) -> jax.Array:
     """`x` `[..., C]` -> same shape; a per-channel slope broadcasts over the last axis."""
-    if self.num_parameters != 1 and x.shape[-1] != self.num_parameters:
-      raise ValueError(f"PReLU has num_parameters={self.num_parameters} but the input has "
-                       f"{x.shape[-1]} channels (last axis of shape {x.shape}).")
-    slope = self.param("negative_slope", nn.initializers.constant(self.init_value),
-                       (self.num_parameters,), self.param_dtype)
-    slope = jnp.asarray(slope, x.dtype)
+    slope = jnp.asarray(self.slopes(x.shape[-1]), x.dtype)
     return jnp.where(x >= 0, x, slope * x)
 
 

@@ -92,6 +92,15 @@ class VNet(layers.SamePaddedModel):
     bn = layers.BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     return lambda x: bn(x, use_running_average=not train)
 
+  def _bn_act(self, x: jax.Array, train: bool, bn_name: str, act_name: str) -> jax.Array:
+    """act(BN(x)); with PReLU as one function (`layers.BatchNorm(prelu=)`), whose backward pass
+    keeps x only, not also the normalised copy."""
+    bn = layers.BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=bn_name)
+    if self.activation == "prelu":
+      return bn(x, use_running_average=not train,
+                prelu=layers.PReLU(x.shape[-1], param_dtype=self.param_dtype, name=act_name))
+    return self._act(x.shape[-1], act_name)(bn(x, use_running_average=not train))
+
   def _channel_dropout(self, x: jax.Array, train: bool) -> jax.Array:
     # PyTorch's Dropout3d zeroes whole channels of each sample: one draw per (B, C).
     return nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2, 3))(x, deterministic=not train)
@@ -103,8 +112,7 @@ class VNet(layers.SamePaddedModel):
     out = x
     for i in range(num_convs):
       out = self._conv5(c, f"{prefix}_conv{i}")(out)
-      out = self._bn(train, f"{prefix}_bn{i}")(out)
-      out = self._act(c, f"{prefix}_act{i}")(out)
+      out = self._bn_act(out, train, f"{prefix}_bn{i}", f"{prefix}_act{i}")
     return self._act(c, f"{prefix}_act_res")(out + residual)
 
   @nn.compact
@@ -139,8 +147,7 @@ class VNet(layers.SamePaddedModel):
       features = base * 2**level
       down = layers.DownConv(features, dtype=self.dtype, param_dtype=self.param_dtype,
                              name=f"down{level}_conv")(out)
-      down = self._bn(train, f"down{level}_bn")(down)
-      down = self._act(features, f"down{level}_act")(down)
+      down = self._bn_act(down, train, f"down{level}_bn", f"down{level}_act")
       inner = self._channel_dropout(down, train) if _DOWN_DROPOUT[level - 1] else down
       # As in MedicalZoo the residual is the stage input before dropout.
       out = self._residual_convs(inner, down, _DOWN_CONVS[level - 1], train, f"down{level}")
@@ -154,8 +161,7 @@ class VNet(layers.SamePaddedModel):
       skip = self._channel_dropout(skip, train)
       up = layers.UpConv(half, dtype=self.dtype, param_dtype=self.param_dtype,
                          name=f"up{level}_conv")(out)
-      up = self._bn(train, f"up{level}_bn")(up)
-      up = self._act(half, f"up{level}_act")(up)
+      up = self._bn_act(up, train, f"up{level}_bn", f"up{level}_act")
       cat = jnp.concatenate([up, skip], axis=-1)
       out = self._residual_convs(cat, cat, _UP_CONVS[level], train, f"up{level}")
 
@@ -164,8 +170,7 @@ class VNet(layers.SamePaddedModel):
                           dtype=self.dtype, param_dtype=self.param_dtype, name="out_conv")(out)
     else:
       out = self._conv5(self.num_classes, "out_conv5")(out)
-      out = self._bn(train, "out_bn")(out)
-      out = self._act(self.num_classes, "out_act")(out)
+      out = self._bn_act(out, train, "out_bn", "out_act")
       out = layers.Conv3D(self.num_classes, (1, 1, 1), method=self.conv_method,
                           dtype=self.dtype, param_dtype=self.param_dtype, name="out_conv1")(out)
     return out.astype(jnp.float32)
