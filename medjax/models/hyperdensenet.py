@@ -78,10 +78,12 @@ class HyperDenseNet(nn.Module):
 
   def _conv_block(self, x: jax.Array, features: int, train: bool, name: str,
                   use_bn: bool) -> jax.Array:
-    if use_bn:
+    act = layers.PReLU(1, param_dtype=self.param_dtype, name=f"{name}_act")
+    if use_bn:  # BatchNorm + PReLU as one function, which keeps only x for the backward pass
       x = layers.BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                           name=f"{name}_bn")(x, use_running_average=not train)
-    x = layers.PReLU(1, param_dtype=self.param_dtype, name=f"{name}_act")(x)
+                           name=f"{name}_bn")(x, use_running_average=not train, prelu=act)
+    else:
+      x = act(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     return layers.Conv3D(features, (3, 3, 3), padding="VALID", method=self.conv_method,
                          dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
