@@ -96,10 +96,10 @@ class VNet(layers.SamePaddedModel):
     """act(BN(x)); with PReLU as one function (`layers.BatchNorm(prelu=)`), whose backward pass
     keeps x only, not also the normalised copy."""
     bn = layers.BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=bn_name)
-    if self.activation == "prelu":
-      return bn(x, use_running_average=not train,
-                prelu=layers.PReLU(x.shape[-1], param_dtype=self.param_dtype, name=act_name))
-    return self._act(x.shape[-1], act_name)(bn(x, use_running_average=not train))
+    act = self._act(x.shape[-1], act_name)
+    if isinstance(act, layers.PReLU):
+      return bn(x, use_running_average=not train, prelu=act)
+    return act(bn(x, use_running_average=not train))
 
   def _channel_dropout(self, x: jax.Array, train: bool) -> jax.Array:
     # PyTorch's Dropout3d zeroes whole channels of each sample: one draw per (B, C).

@@ -76,22 +76,25 @@ def _batch_norm_bwd(epsilon, dtype, activation, residuals, cotangents):
   rstd = lax.rsqrt(jnp.maximum(raw_var, 0.0) + epsilon)
   g_z = g_z.astype(mean.dtype)
 
+  def recentred(*after):
+    # x - mean, recomputed for each of the passes below, tied to what the pass must follow: so
+    # XLA neither merges the recomputation with the forward pass's identical expressions (which
+    # would keep their results alive until now) nor shares it between the passes (which would
+    # form arrays the size of x).
+    return tiling.tie(x, *after).astype(mean.dtype) - mean
+
   def centred_and_masked_grad(*after):
-    # x - mean and g taken back through the activation, recomputed for each of the passes
-    # below, tied to what the pass must follow: so XLA neither merges the recomputation with
-    # the forward pass's identical expressions (which would keep their results alive until
-    # now) nor shares it between the passes (which would form these two arrays the size of x).
-    centred = tiling.tie(x, *after).astype(mean.dtype) - mean
+    # x - mean and g taken back through the activation (at y, the normalised x).
+    c = recentred(*after)
     if activation is None:
-      return centred, tiling.tie(g_z, *after)
-    y = centred * (rstd * scale) + bias
+      return c, tiling.tie(g_z, *after)
+    y = c * (rstd * scale) + bias
     if activation == "relu":
-      return centred, jnp.where(y > 0, g_z, 0.0)
-    return centred, jnp.where(y >= 0, g_z, slope.astype(g_z.dtype) * g_z)
+      return c, jnp.where(y > 0, g_z, 0.0)
+    return c, jnp.where(y >= 0, g_z, slope.astype(g_z.dtype) * g_z)
 
   if activation == "prelu":
-    centred = tiling.tie(x, g_z).astype(mean.dtype) - mean
-    y = centred * (rstd * scale) + bias
+    y = recentred(g_z) * (rstd * scale) + bias
     dslope = jnp.where(y >= 0, 0.0, g_z * y).sum(axes)
     dslope = (dslope.sum(keepdims=True) if slope.size == 1 else dslope).astype(slope.dtype)
     after_slope = (dslope,)

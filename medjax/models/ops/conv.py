@@ -252,8 +252,6 @@ def conv3d(x: jax.Array | Sequence[jax.Array], kernel: jax.Array, *, method: str
             [(0, 0)] * 3)
     return lax.conv_general_dilated(tiling.concat(xs), kernel, (1, 1, 1), pads,
                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-  if input_grad_method in ("xla", "im2col"):
-    input_grad_method = method
   y = _conv3d_2d(xs, kernel, (method, input_grad_method))
   if padding == "VALID":
     (pd, ph, pw), (d, h, w) = [k // 2 for k in kernel.shape[:3]], y.shape[1:4]
